@@ -1,0 +1,96 @@
+//! The command line: helper-wide settings, fixed for the life of the process.
+//!
+//! Per-download settings travel in the requests (docs/protocol.md); these are the knobs a
+//! package manager sets once when it spawns the helper.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// fetchmux: downloads many files at once for a package manager, verifying every byte.
+///
+/// Requests are read from stdin and events written to stdout, one JSON object per line
+/// (see docs/protocol.md). stdin closing means "no more requests": the helper finishes what
+/// it has, prints `bye` and exits.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "fetchmux", version, about, long_about = None)]
+pub struct Options {
+    /// Transfers running at once, in total.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_parallel: u32,
+
+    /// Transfers running at once to one host (scheme, host and port).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_per_host: u32,
+
+    /// Cap on a body whose size the request does not give (bytes; K, M, G suffixes are
+    /// powers of 1024; 0 means no cap).
+    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    pub max_size: u64,
+
+    /// Seconds allowed to establish a connection (including TLS).
+    #[arg(long, default_value_t = 30)]
+    pub connect_timeout: u64,
+
+    /// A transfer slower than this many bytes/s for --low-speed-time seconds fails as
+    /// `too_slow` (0 disables the guard).
+    #[arg(long, default_value_t = 1024)]
+    pub low_speed_limit: u32,
+
+    /// Seconds of --low-speed-limit before a transfer fails as `too_slow`.
+    #[arg(long, default_value_t = 30)]
+    pub low_speed_time: u64,
+
+    /// Redirects followed per request (http and https targets only).
+    #[arg(long, default_value_t = 10)]
+    pub max_redirects: u32,
+
+    /// User-Agent header sent with every HTTP request.
+    #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
+    pub user_agent: String,
+}
+
+impl Options {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout)
+    }
+}
+
+/// `1024`, `64K`, `10M`, `16G` (binary multiples).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&text[..i], 10),
+        Some((i, 'M' | 'm')) => (&text[..i], 20),
+        Some((i, 'G' | 'g')) => (&text[..i], 30),
+        Some((i, 'T' | 't')) => (&text[..i], 40),
+        _ => (text, 0),
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (examples: 1048576, 512K, 10M, 16G)"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_size("16G"), Ok(16 << 30));
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let o = Options::try_parse_from(["fetchmux"]).unwrap();
+        assert_eq!(o.max_parallel, 32);
+        assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! Errors, and the stable protocol error kinds they map onto.
+//!
+//! Every way a download can fail is one variant of [`FetchError`]. Each variant maps to
+//! exactly one [`ErrorKind`], whose snake_case name is part of the wire protocol: clients
+//! branch on it, so names are never changed, only added. The message (from `Display`) is for
+//! humans and may change freely.
+
+use std::fmt;
+
+/// The closed set of error kinds a client can see in `failed` and `invalid` events.
+///
+/// docs/protocol.md lists the same set with what each means and whether it is worth a
+/// retry; docs/protocol.schema.json enumerates it. Keep the three in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    InvalidRequest,
+    UnsupportedScheme,
+    Dns,
+    Connect,
+    Tls,
+    Timeout,
+    TooSlow,
+    Network,
+    Truncated,
+    HttpStatus,
+    NotFound,
+    TooManyRedirects,
+    SizeMismatch,
+    TooLarge,
+    ChecksumMismatch,
+    RangeNotSatisfied,
+    Io,
+    Cancelled,
+    Aborted,
+}
+
+impl ErrorKind {
+    /// The kind's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::UnsupportedScheme => "unsupported_scheme",
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::TooSlow => "too_slow",
+            ErrorKind::Network => "network",
+            ErrorKind::Truncated => "truncated",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::TooManyRedirects => "too_many_redirects",
+            ErrorKind::SizeMismatch => "size_mismatch",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::ChecksumMismatch => "checksum_mismatch",
+            ErrorKind::RangeNotSatisfied => "range_not_satisfied",
+            ErrorKind::Io => "io",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Aborted => "aborted",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why one attempt at a download failed (or why a request line was refused).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    UnsupportedScheme(String),
+    #[error("could not resolve host: {0}")]
+    Dns(String),
+    #[error("could not connect: {0}")]
+    Connect(String),
+    #[error("TLS failure: {0}")]
+    Tls(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("transfer too slow: {0}")]
+    TooSlow(String),
+    #[error("network error: {0}")]
+    Network(String),
+    #[error("body cut short: {0}")]
+    Truncated(String),
+    #[error("server answered HTTP {status}")]
+    HttpStatus { status: u32 },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("too many redirects: {0}")]
+    TooManyRedirects(String),
+    #[error("expected {expected} bytes, got {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{algorithm} mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch {
+        algorithm: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("range not satisfiable: {0}")]
+    RangeNotSatisfied(String),
+    #[error("{context}: {message}")]
+    Io { context: String, message: String },
+    #[error("cancelled by the client")]
+    Cancelled,
+    #[error("helper shutting down")]
+    Aborted,
+}
+
+impl FetchError {
+    /// The stable protocol kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            FetchError::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            FetchError::UnsupportedScheme(_) => ErrorKind::UnsupportedScheme,
+            FetchError::Dns(_) => ErrorKind::Dns,
+            FetchError::Connect(_) => ErrorKind::Connect,
+            FetchError::Tls(_) => ErrorKind::Tls,
+            FetchError::Timeout(_) => ErrorKind::Timeout,
+            FetchError::TooSlow(_) => ErrorKind::TooSlow,
+            FetchError::Network(_) => ErrorKind::Network,
+            FetchError::Truncated(_) => ErrorKind::Truncated,
+            FetchError::HttpStatus { .. } => ErrorKind::HttpStatus,
+            FetchError::NotFound(_) => ErrorKind::NotFound,
+            FetchError::TooManyRedirects(_) => ErrorKind::TooManyRedirects,
+            FetchError::SizeMismatch { .. } => ErrorKind::SizeMismatch,
+            FetchError::TooLarge { .. } => ErrorKind::TooLarge,
+            FetchError::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
+            FetchError::RangeNotSatisfied(_) => ErrorKind::RangeNotSatisfied,
+            FetchError::Io { .. } => ErrorKind::Io,
+            FetchError::Cancelled => ErrorKind::Cancelled,
+            FetchError::Aborted => ErrorKind::Aborted,
+        }
+    }
+
+    /// The HTTP status, for `http_status` errors (sent as its own field on the wire).
+    pub fn status(&self) -> Option<u32> {
+        match self {
+            FetchError::HttpStatus { status } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A local I/O failure, with what we were doing when it happened.
+    pub fn io(context: impl Into<String>, err: &std::io::Error) -> FetchError {
+        FetchError::Io {
+            context: context.into(),
+            message: err.to_string(),
+        }
+    }
+
+    /// Classify a libcurl error. `status` is the last HTTP status seen (0 if none).
+    pub fn from_curl(err: &curl::Error, status: u32) -> FetchError {
+        let text = match err.extra_description() {
+            Some(extra) => format!("{} ({})", err.description(), extra),
+            None => err.description().to_string(),
+        };
+        if err.is_http_returned_error() && status >= 400 {
+            FetchError::HttpStatus { status }
+        } else if err.is_couldnt_resolve_host() || err.is_couldnt_resolve_proxy() {
+            FetchError::Dns(text)
+        } else if err.is_couldnt_connect() {
+            FetchError::Connect(text)
+        } else if err.is_ssl_connect_error()
+            || err.is_peer_failed_verification()
+            || err.is_ssl_certproblem()
+            || err.is_ssl_cipher()
+            || err.is_ssl_cacert_badfile()
+            || err.is_ssl_crl_badfile()
+            || err.is_ssl_shutdown_failed()
+            || err.is_ssl_engine_notfound()
+            || err.is_ssl_engine_setfailed()
+            || err.is_ssl_engine_initfailed()
+            || err.is_ssl_issuer_error()
+        {
+            FetchError::Tls(text)
+        } else if err.is_operation_timedout() {
+            // libcurl reports the low-speed guard and the timeouts with one code.
+            if text.contains("too slow") {
+                FetchError::TooSlow(text)
+            } else {
+                FetchError::Timeout(text)
+            }
+        } else if err.is_too_many_redirects() {
+            FetchError::TooManyRedirects(text)
+        } else if err.is_unsupported_protocol() {
+            FetchError::UnsupportedScheme(text)
+        } else if err.is_partial_file() {
+            FetchError::Truncated(text)
+        } else if err.is_range_error() {
+            FetchError::RangeNotSatisfied(text)
+        } else if err.is_file_couldnt_read_file()
+            || err.code() == curl_sys::CURLE_REMOTE_FILE_NOT_FOUND
+        {
+            // file:// and ftp:// have no HTTP status to report.
+            FetchError::NotFound(text)
+        } else {
+            FetchError::Network(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_snake_case_and_distinct() {
+        let all = [
+            ErrorKind::InvalidRequest,
+            ErrorKind::UnsupportedScheme,
+            ErrorKind::Dns,
+            ErrorKind::Connect,
+            ErrorKind::Tls,
+            ErrorKind::Timeout,
+            ErrorKind::TooSlow,
+            ErrorKind::Network,
+            ErrorKind::Truncated,
+            ErrorKind::HttpStatus,
+            ErrorKind::NotFound,
+            ErrorKind::TooManyRedirects,
+            ErrorKind::SizeMismatch,
+            ErrorKind::TooLarge,
+            ErrorKind::ChecksumMismatch,
+            ErrorKind::RangeNotSatisfied,
+            ErrorKind::Io,
+            ErrorKind::Cancelled,
+            ErrorKind::Aborted,
+        ];
+        let names: std::collections::HashSet<_> = all.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), all.len());
+        for name in names {
+            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+    }
+
+    #[test]
+    fn http_status_keeps_the_status() {
+        let err = FetchError::HttpStatus { status: 404 };
+        assert_eq!(err.kind(), ErrorKind::HttpStatus);
+        assert_eq!(err.status(), Some(404));
+    }
+}
