@@ -325,7 +325,7 @@ impl Engine {
 
     /// Start queued downloads while the limits allow.
     fn admit(&mut self) {
-        while let Some(job) = self.scheduler.next() {
+        while let Some(job) = self.scheduler.admit_next() {
             if job.attempts.is_empty() {
                 let request = &job.request;
                 if let Some(placed) = sink::cached(&request.dest, request.size, &request.hashes) {

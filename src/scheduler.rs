@@ -89,7 +89,7 @@ impl Scheduler {
 
     /// The next job allowed to start, taking its slot; `None` when the limits or an empty
     /// queue say wait.
-    pub fn next(&mut self) -> Option<Box<Job>> {
+    pub fn admit_next(&mut self) -> Option<Box<Job>> {
         while self.active < self.max_parallel {
             let Entry(job) = self.ready.pop()?;
             if self.cancelled.remove(&job.seq) {
@@ -185,7 +185,9 @@ mod tests {
         s.push(job(2, 5, "http://a/2"));
         s.push(job(3, 0, "http://a/3"));
         s.push(job(4, 5, "http://a/4"));
-        let order: Vec<u64> = std::iter::from_fn(|| s.next()).map(|j| j.seq).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| s.admit_next())
+            .map(|j| j.seq)
+            .collect();
         assert_eq!(order, vec![2, 4, 1, 3]);
     }
 
@@ -195,12 +197,12 @@ mod tests {
         s.push(job(1, 0, "http://a/1"));
         s.push(job(2, 0, "http://a/2"));
         s.push(job(3, 0, "http://b/3"));
-        assert_eq!(s.next().unwrap().seq, 1);
-        assert_eq!(s.next().unwrap().seq, 3);
-        assert!(s.next().is_none());
+        assert_eq!(s.admit_next().unwrap().seq, 1);
+        assert_eq!(s.admit_next().unwrap().seq, 3);
+        assert!(s.admit_next().is_none());
         assert_eq!(s.queued(), 1);
         s.release("http://a/1");
-        assert_eq!(s.next().unwrap().seq, 2);
+        assert_eq!(s.admit_next().unwrap().seq, 2);
         assert_eq!(s.queued(), 0);
     }
 
@@ -210,11 +212,11 @@ mod tests {
         s.push(job(1, 0, "http://a/1"));
         s.push(job(2, 0, "http://a/2"));
         s.push(job(3, 0, "http://a/3"));
-        assert_eq!(s.next().unwrap().seq, 1);
-        assert!(s.next().is_none());
+        assert_eq!(s.admit_next().unwrap().seq, 1);
+        assert!(s.admit_next().is_none());
         s.cancel(2);
         s.release("http://a/1");
-        assert_eq!(s.next().unwrap().seq, 3);
+        assert_eq!(s.admit_next().unwrap().seq, 3);
         assert_eq!(s.active(), 1);
         assert_eq!(s.queued(), 0);
     }

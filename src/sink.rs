@@ -31,6 +31,7 @@ pub struct Sink {
 }
 
 /// What a verified, placed body looked like.
+#[derive(Debug)]
 pub struct Placed {
     pub size: u64,
     pub hashes: Vec<(Algorithm, String)>,
