@@ -1,0 +1,30 @@
+# fetchmux — the two commands a new machine needs are `make demo` and `make test`.
+CARGO ?= cargo
+
+.PHONY: all build deps demo test lint ci clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+## The main job: serve fixtures on 127.0.0.1 and download them through fetchmux.
+demo: build
+	@bash scripts/demo.sh
+
+## Every test: unit tests, integration tests against the test server, doc tests.
+test: deps
+	$(CARGO) test --all-targets
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## What CI runs (.ci/run).
+ci: test lint demo
+
+clean:
+	$(CARGO) clean

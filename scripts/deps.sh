@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install the Debian packages the build and tests need, when they are missing.
+# Idempotent and quiet when everything is present; needs root (or sudo) to install.
+set -euo pipefail
+
+packages=(pkg-config libssl-dev ca-certificates python3 make gcc)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+command -v cargo >/dev/null || { echo "deps: cargo is not on PATH; install Rust (rustup) first" >&2; exit 1; }
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
