@@ -36,6 +36,7 @@ use crate::transfer::{Job, Transfer};
 const STDIN: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const STDOUT: Token = Token(3);
 
 /// Bytes of stdin read per turn before the loop serves sockets again.
 const INPUT_BUDGET: usize = 256 * 1024;
@@ -122,6 +123,8 @@ impl Engine {
 
         let version = curl::Version::get();
         let input = Input::open(poll.registry(), STDIN, std::sync::Arc::clone(&waker));
+        let output = Output::start(waker);
+        output.watch_for_close(poll.registry(), STDOUT);
         Ok(Engine {
             scheduler: Scheduler::new(max_parallel, max_per_host),
             options,
@@ -131,7 +134,7 @@ impl Engine {
             live: HashMap::new(),
             input,
             input_pending: true,
-            output: Output::start(waker),
+            output,
             signals,
             next_seq: 0,
             totals: Totals::default(),
@@ -172,6 +175,7 @@ impl Engine {
                 match event.token() {
                     STDIN | WAKER => self.input_pending = true,
                     SIGNALS => self.on_signals(),
+                    STDOUT => self.output.on_event(event),
                     token => {
                         if let Some(fd) = CurlIo::fd_of(token) {
                             let what = CurlIo::events_for(event);
@@ -406,6 +410,9 @@ impl Engine {
             easy.low_speed_time(Duration::from_secs(self.options.low_speed_time))?;
         }
         easy.buffer_size(RECEIVE_BUFFER)?;
+        if std::env::var_os("FETCHMUX_CURL_VERBOSE").is_some() {
+            easy.verbose(true)?;
+        }
         if self.has_http2 {
             easy.http_version(HttpVersion::V2TLS)?;
             // Wait for a connection that can multiplex rather than opening another.
@@ -423,6 +430,7 @@ impl Engine {
         let transfer = easy.get_mut();
         let job = transfer.job.take().expect("job present");
         let sink = transfer.sink.take();
+        self.totals.bytes += sink.as_ref().map_or(0, Sink::received);
         self.scheduler.release(job.url());
         if job.request.progress {
             self.progress_wanted -= 1;
@@ -432,8 +440,12 @@ impl Engine {
 
     fn collect_finished(&mut self) {
         let finished = &mut self.finished;
+        let transfers = &self.transfers;
         self.multi.messages(|message| {
-            if let (Ok(token), Some(result)) = (message.token(), message.result()) {
+            let Ok(token) = message.token() else { return };
+            // result_for2 attaches curl's error buffer ("Operation too slow…") to the error.
+            let result = transfers.get(token).and_then(|h| message.result_for2(h));
+            if let Some(result) = result {
                 finished.push((token, result));
             }
         });
@@ -453,7 +465,6 @@ impl Engine {
         let status = handle.response_code().unwrap_or(head_status);
         let (job, sink) = self.detach(token);
         let sink = sink.expect("sink present until the attempt ends");
-        self.totals.bytes += sink.received();
         // Dropping the sink on any failure removes its temporary file.
         let outcome = match (failure, result) {
             (Some(failure), _) => Err(failure),

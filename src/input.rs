@@ -142,8 +142,9 @@ impl Input {
             let (head, rest) = data.split_at(pos);
             data = &rest[1..];
             self.line_no += 1;
-            if self.skipping {
+            if self.skipping || self.buf.len() + head.len() > MAX_LINE {
                 self.skipping = false;
+                self.buf.clear();
                 on_line(Line::TooLong(self.line_no));
             } else if self.buf.is_empty() {
                 emit(self.line_no, head, on_line);

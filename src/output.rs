@@ -75,6 +75,30 @@ impl Output {
         ready.notify_one();
     }
 
+    /// Ask the loop to tell us when the parent closes stdout, so that the helper stops at
+    /// once rather than at its next event. Only pipes and sockets can be watched (and need
+    /// to be); the registration asks for writability, which epoll reports with the error.
+    pub fn watch_for_close(&self, registry: &mio::Registry, token: mio::Token) {
+        let fd = 1;
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat only fills the struct we own.
+        if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+            return;
+        }
+        let kind = stat.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK {
+            let source = &mut mio::unix::SourceFd(&fd);
+            let _ = registry.register(source, token, mio::Interest::WRITABLE);
+        }
+    }
+
+    /// A readiness event on stdout: an error or hang-up means the parent is gone.
+    pub fn on_event(&self, event: &mio::event::Event) {
+        if event.is_error() || event.is_write_closed() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Has the parent closed stdout?
     pub fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Relaxed)
