@@ -604,3 +604,73 @@ fn sigterm_aborts_cleans_up_and_says_bye() {
     assert_eq!(run.status, 128 + 15);
     assert!(entries(dir.path()).is_empty(), "temporary file removed");
 }
+
+#[test]
+fn a_stalled_body_fails_as_too_slow() {
+    let server = TestServer::start();
+    server.add_file("stall", bytes(8, 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let request = download(
+        "stall",
+        &server.url("/trickle/10/stall"),
+        &dir.path().join("stall"),
+    );
+    let started = std::time::Instant::now();
+    let run = client::run(
+        &["--low-speed-limit", "1000", "--low-speed-time", "2"],
+        &[request],
+    );
+    assert_eq!(run.failed_kind("stall"), "too_slow");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn closing_stdout_aborts_and_cleans_up() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let server = TestServer::start();
+    server.add_file("slow", bytes(9, 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(client::binary())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let request = download(
+        "slow",
+        &server.url("/trickle/2000/slow"),
+        &dir.path().join("slow"),
+    );
+    writeln!(stdin, "{request}").unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("\"start\"") {
+        line.clear();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "helper ended early"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdout); // the parent stops listening, stdin still open
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "helper kept running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(entries(dir.path()).is_empty(), "temporary file removed");
+    drop(stdin);
+}
