@@ -45,6 +45,10 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub max_redirects: u32,
 
+    /// PEM file of certificate authorities to trust for https (instead of the system's).
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<std::path::PathBuf>,
+
     /// User-Agent header sent with every HTTP request.
     #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,

@@ -404,6 +404,9 @@ impl Engine {
         easy.http_content_decoding(false)?;
         easy.http_headers(headers)?;
         easy.useragent(&self.options.user_agent)?;
+        if let Some(ca_file) = &self.options.ca_file {
+            easy.cainfo(ca_file)?;
+        }
         easy.connect_timeout(self.options.connect_timeout())?;
         if self.options.low_speed_limit > 0 && self.options.low_speed_time > 0 {
             easy.low_speed_limit(self.options.low_speed_limit)?;
