@@ -41,6 +41,19 @@ pub struct Options {
     #[arg(long, default_value_t = 30)]
     pub low_speed_time: u64,
 
+    /// Retries per download after a failed attempt (attempts = 1 + retries), across all
+    /// its URLs or mirrors.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+
+    /// Longest wait before a retry, in seconds (caps the backoff and Retry-After).
+    #[arg(long, default_value_t = 30)]
+    pub max_retry_wait: u64,
+
+    /// Transfers at once to one mirror, for sets that do not give `max_per_mirror`.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_per_mirror: u32,
+
     /// Redirects followed per request (http and https targets only).
     #[arg(long, default_value_t = 10)]
     pub max_redirects: u32,

@@ -102,6 +102,11 @@ impl Digests {
         }
     }
 
+    /// SHA-256 of the bytes so far, without ending the stream (for resumable partials).
+    pub fn sha256_so_far(&self) -> String {
+        to_hex(&Digest::finalize(self.sha256.clone()))
+    }
+
     /// The lowercase hex digests, SHA-256 first.
     pub fn finish(self) -> Vec<(Algorithm, String)> {
         let mut out = Vec::with_capacity(1 + self.extra.len());

@@ -4,8 +4,9 @@
 //! curl's timer, then, in this order:
 //! 1. hands ready sockets to `curl_multi_socket_action` and re-arms them;
 //! 2. reads request lines, queueing downloads and carrying out cancels;
-//! 3. serves curl's timer;
-//! 4. collects finished transfers: verify and place, try the next URL, or fail;
+//! 3. serves curl's timer, and requeues downloads whose retry delay is over;
+//! 4. collects finished transfers: verify and place, or retry (another source, or the same
+//!    one after a backoff), or fail;
 //! 5. starts queued downloads while the limits allow;
 //! 6. emits throttled progress, and hands the turn's events to the stdout writer.
 //!
@@ -13,25 +14,25 @@
 //! which transfers finished, so nothing scans all transfers on each event.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
-use curl::easy::{Easy2, HttpVersion, List};
 use curl::multi::{Easy2Handle, Multi};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::attempt::{self, Verdict};
 use crate::config::Options;
 use crate::curl_io::CurlIo;
-use crate::error::FetchError;
+use crate::error::{Disposition, FetchError};
 use crate::input::{Input, Line, ReadState};
+use crate::mirrors::Mirrors;
 use crate::output::Output;
-use crate::protocol::{self, AttemptBody, ErrorBody, Event, HashMapBody, Request};
+use crate::protocol::{self, AttemptBody, ErrorBody, Event, HashMapBody, Request, Source};
 use crate::scheduler::Scheduler;
 use crate::sink::{self, Placed, Sink};
-use crate::transfer::{Job, Transfer};
+use crate::transfer::{Job, ResponseHead, Transfer};
 
 const STDIN: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -42,13 +43,25 @@ const STDOUT: Token = Token(3);
 const INPUT_BUDGET: usize = 256 * 1024;
 /// Minimum time between two `progress` events of one transfer.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// libcurl's receive buffer per transfer.
-const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// Where a live (unfinished) download is.
 enum Live {
-    Queued { seq: u64 },
-    Active { token: usize },
+    /// In the scheduler: queued, or waiting out a retry delay.
+    Queued {
+        seq: u64,
+    },
+    Active {
+        token: usize,
+    },
+}
+
+/// How a successful attempt ended.
+struct Success<'a> {
+    placed: Option<&'a Placed>,
+    url: Option<&'a str>,
+    status: Option<u32>,
+    head: Option<&'a ResponseHead>,
+    cached: bool,
 }
 
 /// How a run ended, for the exit status.
@@ -73,6 +86,7 @@ pub struct Engine {
     curl_io: CurlIo,
     transfers: Slab<Easy2Handle<Transfer>>,
     scheduler: Scheduler,
+    mirrors: Mirrors,
     live: HashMap<String, Live>,
     input: Input,
     input_pending: bool,
@@ -89,6 +103,8 @@ pub struct Engine {
     finished: Vec<(usize, Result<(), curl::Error>)>,
     libcurl_version: String,
     has_http2: bool,
+    /// When the next delayed retry is due.
+    retry_wake: Option<Instant>,
 }
 
 /// Run the helper until stdin closes and all work is done; returns the exit status.
@@ -127,6 +143,7 @@ impl Engine {
         output.watch_for_close(poll.registry(), STDOUT);
         Ok(Engine {
             scheduler: Scheduler::new(max_parallel, max_per_host),
+            mirrors: Mirrors::default(),
             options,
             curl_io,
             multi,
@@ -145,6 +162,7 @@ impl Engine {
             finished: Vec::new(),
             libcurl_version: version.version().to_string(),
             has_http2: version.feature_http2(),
+            retry_wake: None,
             poll,
         })
     }
@@ -195,6 +213,7 @@ impl Engine {
                 self.read_input();
             }
             self.serve_curl_timer();
+            self.requeue_due_retries();
             self.collect_finished();
             self.admit();
             self.report_progress();
@@ -202,16 +221,18 @@ impl Engine {
         self.bye()
     }
 
-    fn poll_timeout(&self) -> Option<Duration> {
+    fn poll_timeout(&mut self) -> Option<Duration> {
+        self.retry_wake = self.scheduler.next_wake();
         if self.input_pending {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut deadline = self.curl_io.deadline();
-        if self.progress_wanted > 0 {
-            deadline = Some(deadline.map_or(self.next_progress, |d| d.min(self.next_progress)));
-        }
-        deadline.map(|d| d.saturating_duration_since(now))
+        let progress = (self.progress_wanted > 0).then_some(self.next_progress);
+        [self.curl_io.deadline(), progress, self.retry_wake]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| d.saturating_duration_since(now))
     }
 
     fn hello(&mut self) {
@@ -220,7 +241,18 @@ impl Engine {
             features.push("http2");
         }
         features.extend(crate::digest::Algorithm::ALL.map(|a| a.name()));
-        features.extend(["urls", "cancel", "priority", "progress", "cached"]);
+        features.extend([
+            "urls",
+            "mirrors",
+            "retry",
+            "resume",
+            "range",
+            "conditional",
+            "cancel",
+            "priority",
+            "progress",
+            "cached",
+        ]);
         self.output.event(&Event::Hello {
             name: "fetchmux",
             version: env!("CARGO_PKG_VERSION"),
@@ -271,6 +303,10 @@ impl Engine {
         for (line_no, parsed) in lines {
             match parsed {
                 Ok(Request::Download(download)) => self.queue_download(line_no, *download),
+                Ok(Request::Mirrors(decl)) => {
+                    let default = self.options.max_per_mirror as usize;
+                    self.mirrors.declare(decl, default);
+                }
                 Ok(Request::Cancel { id }) => self.cancel(line_no, &id),
                 Err(rejected) => self.invalid(line_no, rejected.id.as_deref(), &rejected.error),
             }
@@ -287,18 +323,101 @@ impl Engine {
     }
 
     fn queue_download(&mut self, line_no: u64, download: protocol::Download) {
-        if self.live.contains_key(&download.id) {
-            let error = FetchError::InvalidRequest(format!(
+        let refusal = if self.live.contains_key(&download.id) {
+            Some(format!(
                 "id `{}` is already in use by an unfinished download",
                 download.id
-            ));
+            ))
+        } else if let Source::Mirror { set, .. } = &download.source {
+            self.mirrors
+                .bases(set)
+                .is_none()
+                .then(|| format!("no mirror set `{set}` has been declared (op `mirrors`)"))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            let error = FetchError::InvalidRequest(message);
             self.invalid(line_no, Some(&download.id), &error);
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.live.insert(download.id.clone(), Live::Queued { seq });
-        self.scheduler.push(Box::new(Job::new(download, seq)));
+        let job = Box::new(Job::new(download, seq));
+        self.enqueue(job, None);
+    }
+
+    /// Pick the job's next source and queue it (after `delay`, if given), or fail it when no
+    /// source is left.
+    fn enqueue(&mut self, mut job: Box<Job>, delay: Option<Duration>) {
+        if !self.choose_source(&mut job) {
+            let error = match job.attempts.last() {
+                Some(_) => None,
+                None => Some(FetchError::Network(
+                    "every mirror of the set has been put aside after repeated failures"
+                        .to_string(),
+                )),
+            };
+            self.fail(job, error);
+            return;
+        }
+        self.live
+            .insert(job.request.id.clone(), Live::Queued { seq: job.seq });
+        match delay {
+            Some(delay) if !delay.is_zero() => {
+                self.scheduler.delay(job, Instant::now() + delay);
+            }
+            _ => self.scheduler.push(job),
+        }
+    }
+
+    /// Set `job.url`, `origin` and `slot` for its next attempt. Untried sources come first;
+    /// a source ruled out for this job is never chosen again.
+    fn choose_source(&mut self, job: &mut Job) -> bool {
+        let Job {
+            request,
+            tried,
+            excluded,
+            ..
+        } = job;
+        let (origin, url, slot) = match &request.source {
+            Source::Urls(urls) => {
+                let usable = |u: &&String| !excluded.contains(u);
+                let Some(url) = urls
+                    .iter()
+                    .filter(usable)
+                    .find(|u| !tried.contains(u))
+                    .or_else(|| urls.iter().find(usable))
+                else {
+                    return false;
+                };
+                let slot = protocol::host_key(url).unwrap_or_default();
+                (url.clone(), url.clone(), slot)
+            }
+            Source::Mirror { set, path } => {
+                let scheduler = &self.scheduler;
+                let load = |base: &str| scheduler.load(&mirror_slot(base));
+                let Some(base) = self.mirrors.choose(set, tried, excluded, load) else {
+                    return false;
+                };
+                let slot = mirror_slot(&base);
+                self.scheduler.set_limit(&slot, self.mirrors.limit(&base));
+                (base.clone(), format!("{base}{path}"), slot)
+            }
+        };
+        job.origin = origin;
+        job.url = url;
+        job.slot = slot;
+        true
+    }
+
+    fn requeue_due_retries(&mut self) {
+        if self.retry_wake.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        for job in self.scheduler.take_due(Instant::now()) {
+            self.scheduler.push(job);
+        }
     }
 
     fn cancel(&mut self, line_no: u64, id: &str) {
@@ -309,14 +428,18 @@ impl Engine {
                 self.invalid(line_no, Some(id), &error);
             }
             Some(Live::Queued { seq }) => {
-                self.scheduler.cancel(seq);
-                self.report_failed(id, &FetchError::Cancelled, &[]);
+                let attempts = self
+                    .scheduler
+                    .cancel(seq)
+                    .map(|job| job.attempts)
+                    .unwrap_or_default();
+                self.report_failed(id, &FetchError::Cancelled, &attempts);
             }
             Some(Live::Active { token }) => {
-                let (mut job, _) = self.detach(token);
-                let url = job.url().to_string();
+                let (mut job, sink) = self.detach(token);
+                keep_if_resumable(sink);
                 job.attempts.push(AttemptBody {
-                    url,
+                    url: job.url.clone(),
                     error: ErrorBody::from(&FetchError::Cancelled),
                 });
                 self.report_failed(id, &FetchError::Cancelled, &job.attempts);
@@ -333,95 +456,49 @@ impl Engine {
             if job.attempts.is_empty() {
                 let request = &job.request;
                 if let Some(placed) = sink::cached(&request.dest, request.size, &request.hashes) {
-                    self.scheduler.release(job.url());
+                    self.scheduler.release(&job.slot);
                     self.live.remove(&job.request.id);
-                    self.report_done(&job, &placed, None, None, true);
+                    self.report_done(
+                        &job,
+                        Success {
+                            placed: Some(&placed),
+                            url: None,
+                            status: None,
+                            head: None,
+                            cached: true,
+                        },
+                    );
                     continue;
                 }
             }
-            if let Err((job, error)) = self.start(job) {
-                self.scheduler.release(job.url());
-                self.attempt_failed(job, error);
+            let easy = match attempt::build(job, &self.options, self.has_http2) {
+                Ok(easy) => easy,
+                Err((job, error)) => {
+                    self.scheduler.release(&job.slot);
+                    self.attempt_failed(job, error, None, None);
+                    continue;
+                }
+            };
+            let wants_progress = easy.get_ref().job().request.progress;
+            let entry = self.transfers.vacant_entry();
+            let token = entry.key();
+            let added = self.multi.add2(easy);
+            self.curl_io.apply(self.poll.registry());
+            let mut handle = added.unwrap_or_else(|err| panic!("curl refused a transfer: {err}"));
+            handle.set_token(token).expect("setting a curl token");
+            let job = handle.get_ref().job();
+            self.output.event(&Event::Start {
+                id: &job.request.id,
+                url: job.url(),
+                attempt: job.attempts.len() as u32 + 1,
+            });
+            self.live
+                .insert(job.request.id.clone(), Live::Active { token });
+            entry.insert(handle);
+            if wants_progress {
+                self.progress_wanted += 1;
             }
         }
-    }
-
-    fn start(&mut self, job: Box<Job>) -> Result<(), (Box<Job>, FetchError)> {
-        let request = &job.request;
-        let sink = Sink::new(
-            &request.dest,
-            request.hashes.iter().map(|(a, _)| *a),
-            job.limit(self.options.max_size),
-        );
-        let wants_progress = request.progress;
-        let mut easy = Easy2::new(Transfer::new(job, sink));
-        if let Err(err) = self.configure(&mut easy) {
-            let job = easy.get_mut().job.take().expect("job present");
-            return Err((
-                job,
-                FetchError::InvalidRequest(format!("cannot set up: {err}")),
-            ));
-        }
-        let entry = self.transfers.vacant_entry();
-        let token = entry.key();
-        let added = self.multi.add2(easy);
-        self.curl_io.apply(self.poll.registry());
-        let mut handle = match added {
-            Ok(handle) => handle,
-            Err(err) => panic!("curl refused a new transfer: {err}"),
-        };
-        handle.set_token(token).expect("setting a curl token");
-        let job = handle.get_ref().job();
-        let attempt = job.attempts.len() as u32 + 1;
-        self.output.event(&Event::Start {
-            id: &job.request.id,
-            url: job.url(),
-            attempt,
-        });
-        self.live
-            .insert(job.request.id.clone(), Live::Active { token });
-        entry.insert(handle);
-        if wants_progress {
-            self.progress_wanted += 1;
-        }
-        Ok(())
-    }
-
-    fn configure(&self, easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
-        let job = easy.get_ref().job();
-        let url = job.url().to_string();
-        let mut headers = List::new();
-        for (name, value) in &job.request.headers {
-            headers.append(&format!("{name}: {value}"))?;
-        }
-        easy.url(&url)?;
-        set_protocols(easy)?;
-        easy.follow_location(true)?;
-        easy.max_redirections(self.options.max_redirects)?;
-        // Errors surface as CURLE_HTTP_RETURNED_ERROR before any body is written.
-        easy.fail_on_error(true)?;
-        // Package files are hashed exactly as served: never decode Content-Encoding.
-        easy.http_content_decoding(false)?;
-        easy.http_headers(headers)?;
-        easy.useragent(&self.options.user_agent)?;
-        if let Some(ca_file) = &self.options.ca_file {
-            easy.cainfo(ca_file)?;
-        }
-        easy.connect_timeout(self.options.connect_timeout())?;
-        if self.options.low_speed_limit > 0 && self.options.low_speed_time > 0 {
-            easy.low_speed_limit(self.options.low_speed_limit)?;
-            easy.low_speed_time(Duration::from_secs(self.options.low_speed_time))?;
-        }
-        easy.buffer_size(RECEIVE_BUFFER)?;
-        if std::env::var_os("FETCHMUX_CURL_VERBOSE").is_some() {
-            easy.verbose(true)?;
-        }
-        if self.has_http2 {
-            easy.http_version(HttpVersion::V2TLS)?;
-            // Wait for a connection that can multiplex rather than opening another.
-            easy.pipewait(true)?;
-        }
-        Ok(())
     }
 
     /// Take an active transfer out of curl and the slot tables; returns its job and sink.
@@ -432,9 +509,13 @@ impl Engine {
         let mut easy = removed.unwrap_or_else(|err| panic!("curl lost a transfer: {err}"));
         let transfer = easy.get_mut();
         let job = transfer.job.take().expect("job present");
-        let sink = transfer.sink.take();
-        self.totals.bytes += sink.as_ref().map_or(0, Sink::received);
-        self.scheduler.release(job.url());
+        let mut sink = transfer.sink.take();
+        if let Some(sink) = &mut sink {
+            let head = &transfer.head;
+            sink.set_validators(head.etag.clone(), head.last_modified.clone());
+        }
+        self.totals.bytes += transfer.received() + sink.as_ref().map_or(0, Sink::received);
+        self.scheduler.release(&job.slot);
         if job.request.progress {
             self.progress_wanted -= 1;
         }
@@ -462,68 +543,200 @@ impl Engine {
     /// An attempt ended: place the bytes or decide what comes next.
     fn finish(&mut self, token: usize, result: Result<(), curl::Error>) {
         let handle = &mut self.transfers[token];
+        let status = handle.response_code().unwrap_or(0);
         let transfer = handle.get_mut();
-        let failure = transfer.failure.take();
-        let head_status = transfer.head.status;
-        let status = handle.response_code().unwrap_or(head_status);
+        let status = if status == 0 {
+            transfer.head.status
+        } else {
+            status
+        };
+        let verdict = attempt::judge(transfer, result, status);
+        let head = std::mem::take(&mut transfer.head);
+        let elapsed = transfer.started_at.elapsed();
         let (job, sink) = self.detach(token);
-        let sink = sink.expect("sink present until the attempt ends");
-        // Dropping the sink on any failure removes its temporary file.
-        let outcome = match (failure, result) {
-            (Some(failure), _) => Err(failure),
-            (None, Err(err)) => Err(FetchError::from_curl(&err, status)),
-            (None, Ok(())) => check_status(job.url(), status)
-                .and_then(|()| sink.place(job.request.size, &job.request.hashes)),
+        let mut sink = sink.expect("sink present until the attempt ends");
+        let outcome = match verdict {
+            Verdict::Body | Verdict::PartialComplete => {
+                // place() removes the file itself when verification fails.
+                sink.place(job.request.size, &job.request.hashes)
+                    .map(Some)
+                    .map_err(|error| (error, None))
+            }
+            Verdict::NotModified => {
+                sink.discard();
+                Ok(None)
+            }
+            Verdict::PartialStale => {
+                // Our partial does not fit the file (it changed, or grew shorter): drop it
+                // and fetch the whole file again at once.
+                sink.discard();
+                self.retry_whole(job);
+                return;
+            }
+            Verdict::Failed(error) => Err((error, Some(sink))),
         };
         match outcome {
             Ok(placed) => {
+                if let Source::Mirror { .. } = job.request.source {
+                    let bytes = placed.as_ref().map_or(0, |p| p.size);
+                    self.mirrors.record_success(&job.origin, bytes, elapsed);
+                    let limit = self.mirrors.limit(&job.origin);
+                    self.scheduler.set_limit(&job.slot, limit);
+                }
                 self.live.remove(&job.request.id);
-                let status = (status > 0).then_some(status);
-                self.report_done(&job, &placed, Some(job.url()), status, false);
+                let url = job.url.clone();
+                self.report_done(
+                    &job,
+                    Success {
+                        placed: placed.as_ref(),
+                        url: Some(&url),
+                        status: (status > 0).then_some(status),
+                        head: Some(&head),
+                        cached: false,
+                    },
+                );
             }
-            Err(error) => self.attempt_failed(job, error),
+            Err((error, sink)) => self.attempt_failed(job, error, sink, Some(&head)),
         }
     }
 
-    /// Record a failed attempt; try the next URL, or report the download failed.
-    fn attempt_failed(&mut self, mut job: Box<Job>, error: FetchError) {
+    /// A kept partial turned out stale: record nothing against the source, start afresh.
+    fn retry_whole(&mut self, mut job: Box<Job>) {
         job.attempts.push(AttemptBody {
-            url: job.url().to_string(),
+            url: job.url.clone(),
+            error: ErrorBody::from(&FetchError::RangeNotSatisfied(
+                "the kept partial does not fit the file; starting over".into(),
+            )),
+        });
+        self.enqueue(job, None);
+    }
+
+    /// Record a failed attempt, then retry (another source, or the same after a backoff)
+    /// or report the download failed. docs/design.md has the policy as a table.
+    fn attempt_failed(
+        &mut self,
+        mut job: Box<Job>,
+        error: FetchError,
+        sink: Option<Sink>,
+        head: Option<&ResponseHead>,
+    ) {
+        let disposition = error.disposition();
+        if let Some(mut sink) = sink {
+            // Only a transient failure leaves bytes worth continuing.
+            if disposition == Disposition::Transient {
+                sink.keep_partial();
+            } else {
+                sink.discard();
+            }
+        }
+        if let Source::Mirror { .. } = job.request.source {
+            let others_running = self.scheduler.active_in(&job.slot) > 0;
+            if self
+                .mirrors
+                .record_failure(&job.origin, disposition, others_running)
+            {
+                let limit = self.mirrors.limit(&job.origin);
+                self.scheduler.set_limit(&job.slot, limit);
+            }
+        }
+        job.attempts.push(AttemptBody {
+            url: job.url.clone(),
             error: ErrorBody::from(&error),
         });
-        let worth_another_url = !matches!(error, FetchError::Io { .. });
-        if worth_another_url && job.url_index + 1 < job.request.urls.len() {
-            job.url_index += 1;
-            self.live
-                .insert(job.request.id.clone(), Live::Queued { seq: job.seq });
-            self.scheduler.push(job);
-            return;
+        if !job.tried.contains(&job.origin) {
+            job.tried.push(job.origin.clone());
         }
-        self.live.remove(&job.request.id);
-        self.report_failed(&job.request.id, &error, &job.attempts);
+        match disposition {
+            Disposition::Final => return self.fail(job, Some(error)),
+            Disposition::Transient => job.transient_failures += 1,
+            Disposition::Elsewhere | Disposition::BadSource => {
+                job.excluded.push(job.origin.clone());
+            }
+            Disposition::Denied => {
+                // Credentials refused: only another host may help.
+                let host = protocol::host_key(&job.url);
+                let same_host: Vec<String> = self
+                    .candidates(&job)
+                    .into_iter()
+                    .filter(|origin| protocol::host_key(origin) == host)
+                    .collect();
+                job.excluded.extend(same_host);
+            }
+        }
+        if job.attempts.len() > self.options.retries as usize {
+            return self.fail(job, Some(error));
+        }
+        let failed_origin = job.origin.clone();
+        if !self.choose_source(&mut job) {
+            return self.fail(job, Some(error));
+        }
+        // Another source is tried at once; the same source again only after a backoff.
+        let delay =
+            (disposition == Disposition::Transient && job.origin == failed_origin).then(|| {
+                let max_wait = Duration::from_secs(self.options.max_retry_wait);
+                let retry_after = head.and_then(|h| h.retry_after.as_deref());
+                crate::retry::delay(job.transient_failures, retry_after, max_wait)
+            });
+        self.enqueue_chosen(job, delay);
     }
 
-    fn report_done(
-        &mut self,
-        job: &Job,
-        placed: &Placed,
-        url: Option<&str>,
-        status: Option<u32>,
-        cached: bool,
-    ) {
+    /// Queue a job whose source is already chosen.
+    fn enqueue_chosen(&mut self, job: Box<Job>, delay: Option<Duration>) {
+        self.live
+            .insert(job.request.id.clone(), Live::Queued { seq: job.seq });
+        match delay {
+            Some(delay) if !delay.is_zero() => {
+                self.scheduler.delay(job, Instant::now() + delay);
+            }
+            _ => self.scheduler.push(job),
+        }
+    }
+
+    /// Every source the job could use (URLs, or its mirror set's bases).
+    fn candidates(&self, job: &Job) -> Vec<String> {
+        match &job.request.source {
+            Source::Urls(urls) => urls.clone(),
+            Source::Mirror { set, .. } => self
+                .mirrors
+                .bases(set)
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Report the download failed with `error` (or, if none, its last attempt's error).
+    fn fail(&mut self, job: Box<Job>, error: Option<FetchError>) {
+        self.live.remove(&job.request.id);
+        let body = match (&error, job.attempts.last()) {
+            (Some(error), _) => ErrorBody::from(error),
+            (None, Some(last)) => last.error.clone(),
+            (None, None) => ErrorBody::from(&FetchError::Network("no source to try".into())),
+        };
+        self.totals.failed += 1;
+        self.output.event(&Event::Failed {
+            id: &job.request.id,
+            error: body,
+            attempts: &job.attempts,
+        });
+    }
+
+    fn report_done(&mut self, job: &Job, success: Success<'_>) {
         self.totals.ok += 1;
         let path = job.request.dest.to_string_lossy();
+        let placed = success.placed;
         self.output.event(&Event::Done {
             id: &job.request.id,
             path: &path,
-            url,
-            size: placed.size,
-            hashes: HashMapBody(&placed.hashes),
-            status,
-            attempts: job.attempts.len() as u32 + u32::from(!cached),
+            url: success.url,
+            size: placed.map(|p| p.size),
+            hashes: placed.map(|p| HashMapBody(&p.hashes)),
+            status: success.status,
+            attempts: job.attempts.len() as u32 + u32::from(!success.cached),
             elapsed_ms: job.received_at.elapsed().as_millis() as u64,
-            cached,
-            not_modified: false,
+            cached: success.cached,
+            not_modified: placed.is_none() && !success.cached,
+            etag: success.head.and_then(|h| h.etag.as_deref()),
+            last_modified: success.head.and_then(|h| h.last_modified.as_deref()),
         });
     }
 
@@ -590,13 +803,15 @@ impl Engine {
         }
     }
 
-    /// Fail everything unfinished as `aborted`, removing temporary files.
+    /// Fail everything unfinished as `aborted`, removing temporary files (resumable
+    /// partials are kept).
     fn abort_all(&mut self) {
         let tokens: Vec<usize> = self.transfers.iter().map(|(token, _)| token).collect();
         for token in tokens {
-            let (mut job, _sink) = self.detach(token);
+            let (mut job, sink) = self.detach(token);
+            keep_if_resumable(sink);
             job.attempts.push(AttemptBody {
-                url: job.url().to_string(),
+                url: job.url.clone(),
                 error: ErrorBody::from(&FetchError::Aborted),
             });
             self.live.remove(&job.request.id);
@@ -610,32 +825,14 @@ impl Engine {
     }
 }
 
-/// A finished HTTP response must be a plain success; other schemes have no status to judge.
-fn check_status(url: &str, status: u32) -> Result<(), FetchError> {
-    let http = protocol::scheme_of(url).is_some_and(|s| s == "http" || s == "https");
-    if (http && !(200..300).contains(&status)) || status == 206 {
-        return Err(FetchError::HttpStatus { status });
+/// A download stopped by cancel or shutdown keeps its bytes if it is resumable.
+fn keep_if_resumable(sink: Option<Sink>) {
+    if let Some(mut sink) = sink {
+        sink.keep_partial();
     }
-    Ok(())
 }
 
-/// Which schemes a request may use, and (narrower) which a redirect may lead to. The curl
-/// crate does not wrap these options, so they are set on the raw handle.
-fn set_protocols(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
-    const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 318;
-    const CURLOPT_REDIR_PROTOCOLS_STR: curl_sys::CURLoption =
-        curl_sys::CURLOPTTYPE_OBJECTPOINT + 319;
-    const REQUEST: &CStr = c"http,https,ftp,file";
-    const REDIRECT: &CStr = c"http,https";
-    for (option, value) in [
-        (CURLOPT_PROTOCOLS_STR, REQUEST),
-        (CURLOPT_REDIR_PROTOCOLS_STR, REDIRECT),
-    ] {
-        // SAFETY: a valid easy handle and a NUL-terminated string that libcurl copies.
-        let code = unsafe { curl_sys::curl_easy_setopt(easy.raw(), option, value.as_ptr()) };
-        if code != curl_sys::CURLE_OK {
-            return Err(curl::Error::new(code));
-        }
-    }
-    Ok(())
+/// The scheduler slot of a mirror.
+fn mirror_slot(base: &str) -> String {
+    format!("mirror {base}")
 }

@@ -67,6 +67,23 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// What a failed attempt means for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The source may work if asked again later: retry with backoff (another source first,
+    /// if one is untried).
+    Transient,
+    /// This source does not have it (404, 410, …): another source at once, no delay.
+    Elsewhere,
+    /// This source served wrong bytes (digest, size, TLS): another source at once, and the
+    /// mirror is penalised.
+    BadSource,
+    /// Credentials refused (401, 403): only a source on another host may help.
+    Denied,
+    /// Retrying cannot help (local disk, cancelled, shutting down).
+    Final,
+}
+
 /// Why one attempt at a download failed (or why a request line was refused).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
@@ -145,6 +162,36 @@ impl FetchError {
         match self {
             FetchError::HttpStatus { status } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// What this failure says about the source, and so what to do next.
+    /// docs/design.md has the retry table this implements.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            FetchError::Dns(_)
+            | FetchError::Connect(_)
+            | FetchError::Timeout(_)
+            | FetchError::TooSlow(_)
+            | FetchError::Network(_)
+            | FetchError::Truncated(_) => Disposition::Transient,
+            FetchError::HttpStatus { status } => match status {
+                408 | 429 | 500..=599 => Disposition::Transient,
+                401 | 403 | 407 => Disposition::Denied,
+                _ => Disposition::Elsewhere,
+            },
+            FetchError::NotFound(_)
+            | FetchError::TooManyRedirects(_)
+            | FetchError::UnsupportedScheme(_)
+            | FetchError::RangeNotSatisfied(_) => Disposition::Elsewhere,
+            FetchError::Tls(_)
+            | FetchError::SizeMismatch { .. }
+            | FetchError::TooLarge { .. }
+            | FetchError::ChecksumMismatch { .. } => Disposition::BadSource,
+            FetchError::InvalidRequest(_)
+            | FetchError::Io { .. }
+            | FetchError::Cancelled
+            | FetchError::Aborted => Disposition::Final,
         }
     }
 

@@ -6,14 +6,17 @@
 //! only after every check passes. The parent talks to the helper in JSON Lines over
 //! stdin/stdout (docs/protocol.md). docs/design.md draws the picture.
 
+pub mod attempt;
 pub mod config;
 pub mod curl_io;
 pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod input;
+pub mod mirrors;
 pub mod output;
 pub mod protocol;
+pub mod retry;
 pub mod scheduler;
 pub mod sink;
 pub mod transfer;

@@ -30,15 +30,47 @@ pub const REQUEST_SCHEMES: [&str; 4] = ["http", "https", "ftp", "file"];
 #[derive(Debug)]
 pub enum Request {
     Download(Box<Download>),
+    Mirrors(MirrorSetDecl),
     Cancel { id: String },
+}
+
+/// Where a download's bytes may come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Candidate URLs for the same bytes, tried in order (a private mirror list).
+    Urls(Vec<String>),
+    /// A path under each base URL of a declared mirror set.
+    Mirror { set: String, path: String },
+}
+
+/// An inclusive byte range, as in HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn length(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// A validated `mirrors` request.
+#[derive(Debug, Clone)]
+pub struct MirrorSetDecl {
+    pub set: String,
+    /// Base URLs, each ending in `/`.
+    pub urls: Vec<String>,
+    pub max_per_mirror: Option<usize>,
 }
 
 /// A validated `download` request.
 #[derive(Debug, Clone)]
 pub struct Download {
     pub id: String,
-    /// Candidate URLs for the same bytes, tried in order.
-    pub urls: Vec<String>,
+    pub source: Source,
     pub dest: PathBuf,
     pub size: Option<u64>,
     pub max_size: Option<u64>,
@@ -47,6 +79,10 @@ pub struct Download {
     pub headers: Vec<(String, String)>,
     pub priority: i64,
     pub progress: bool,
+    pub resume: bool,
+    pub range: Option<ByteRange>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
 }
 
 /// A line that could not be accepted: the error, and the `id` if one could be read.
@@ -59,8 +95,17 @@ pub struct Rejected {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 enum RawRequest {
-    Download(RawDownload),
+    Download(Box<RawDownload>),
+    Mirrors(RawMirrors),
     Cancel(RawCancel),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirrors {
+    set: String,
+    urls: Vec<String>,
+    max_per_mirror: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +114,8 @@ struct RawDownload {
     id: String,
     url: Option<String>,
     urls: Option<Vec<String>>,
+    mirror: Option<String>,
+    path: Option<String>,
     dest: String,
     size: Option<u64>,
     max_size: Option<u64>,
@@ -80,6 +127,11 @@ struct RawDownload {
     priority: i64,
     #[serde(default)]
     progress: bool,
+    #[serde(default)]
+    resume: bool,
+    range: Option<ByteRange>,
+    if_none_match: Option<String>,
+    if_modified_since: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -104,17 +156,23 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
     fields.retain(|name, _| !name.starts_with("x-"));
     match fields.get("op") {
         None => return Err(reject(id, "missing field `op`".into())),
-        Some(serde_json::Value::String(op)) if op == "download" || op == "cancel" => {}
-        Some(serde_json::Value::String(op)) if op == "mirrors" => {
-            return Err(reject(id, "op `mirrors` is not supported yet".into()))
+        Some(serde_json::Value::String(op))
+            if op == "download" || op == "cancel" || op == "mirrors" => {}
+        Some(op) => {
+            return Err(reject(
+                id,
+                format!("unknown op {op} (known: download, mirrors, cancel)"),
+            ))
         }
-        Some(op) => return Err(reject(id, format!("unknown op {op}"))),
     }
     let raw: RawRequest = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|e| reject(id.clone(), e.to_string()))?;
     match raw {
-        RawRequest::Download(raw) => validate_download(raw)
+        RawRequest::Download(raw) => validate_download(*raw)
             .map(|d| Request::Download(Box::new(d)))
+            .map_err(|error| Rejected { id, error }),
+        RawRequest::Mirrors(raw) => validate_mirrors(raw)
+            .map(Request::Mirrors)
             .map_err(|error| Rejected { id, error }),
         RawRequest::Cancel(RawCancel { id }) => {
             check_id(&id).map_err(|error| Rejected {
@@ -132,15 +190,58 @@ fn invalid(message: impl Into<String>) -> FetchError {
 
 fn validate_download(raw: RawDownload) -> Result<Download, FetchError> {
     check_id(&raw.id)?;
-    let urls = match (raw.url, raw.urls) {
-        (Some(url), None) => vec![url],
-        (None, Some(urls)) if !urls.is_empty() => urls,
-        (None, Some(_)) => return Err(invalid("`urls` must not be empty")),
-        (Some(_), Some(_)) => return Err(invalid("give either `url` or `urls`, not both")),
-        (None, None) => return Err(invalid("missing source: give `url` or `urls`")),
+    let source = match (raw.url, raw.urls, raw.mirror, raw.path) {
+        (Some(url), None, None, None) => Source::Urls(vec![url]),
+        (None, Some(urls), None, None) if !urls.is_empty() => Source::Urls(urls),
+        (None, Some(_), None, None) => return Err(invalid("`urls` must not be empty")),
+        (None, None, Some(set), Some(path)) => {
+            check_mirror_path(&path)?;
+            Source::Mirror {
+                set,
+                path: path.trim_start_matches('/').to_string(),
+            }
+        }
+        (None, None, Some(_), None) => return Err(invalid("`mirror` needs a `path`")),
+        (None, None, None, Some(_)) => return Err(invalid("`path` needs a `mirror`")),
+        (None, None, None, None) => {
+            return Err(invalid(
+                "missing source: give `url`, `urls`, or `mirror` and `path`",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "give exactly one source: `url`, `urls`, or `mirror` + `path`",
+            ))
+        }
     };
-    for url in &urls {
-        check_url(url)?;
+    if let Source::Urls(urls) = &source {
+        for url in urls {
+            check_url(url)?;
+        }
+    }
+    if let Some(range) = raw.range {
+        if range.start > range.end {
+            return Err(invalid("`range.start` must not be after `range.end`"));
+        }
+        if raw.resume {
+            return Err(invalid("`range` and `resume` cannot be combined"));
+        }
+        if raw.size.is_some_and(|size| size != range.length()) {
+            return Err(invalid("`size` must equal the length of `range`"));
+        }
+    }
+    for (name, value) in [
+        ("if_none_match", &raw.if_none_match),
+        ("if_modified_since", &raw.if_modified_since),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().any(char::is_control))
+        {
+            return Err(invalid(format!(
+                "`{name}` must be a non-empty header value"
+            )));
+        }
     }
     let dest = check_dest(&raw.dest)?;
     let mut hashes = Vec::with_capacity(raw.hashes.len());
@@ -180,7 +281,7 @@ fn validate_download(raw: RawDownload) -> Result<Download, FetchError> {
     }
     Ok(Download {
         id: raw.id,
-        urls,
+        source,
         dest,
         size: raw.size,
         max_size: raw.max_size,
@@ -188,7 +289,50 @@ fn validate_download(raw: RawDownload) -> Result<Download, FetchError> {
         headers,
         priority: raw.priority,
         progress: raw.progress,
+        resume: raw.resume,
+        range: raw.range,
+        if_none_match: raw.if_none_match,
+        if_modified_since: raw.if_modified_since,
     })
+}
+
+fn validate_mirrors(raw: RawMirrors) -> Result<MirrorSetDecl, FetchError> {
+    if raw.set.is_empty() || raw.set.chars().any(char::is_control) {
+        return Err(invalid("`set` must be a non-empty name"));
+    }
+    if raw.urls.is_empty() {
+        return Err(invalid("a mirror set needs at least one URL"));
+    }
+    if raw.max_per_mirror == Some(0) {
+        return Err(invalid("`max_per_mirror` must be at least 1"));
+    }
+    let mut urls = Vec::with_capacity(raw.urls.len());
+    for url in raw.urls {
+        check_url(&url)?;
+        let base = if url.ends_with('/') { url } else { url + "/" };
+        if !urls.contains(&base) {
+            urls.push(base);
+        }
+    }
+    Ok(MirrorSetDecl {
+        set: raw.set,
+        urls,
+        max_per_mirror: raw.max_per_mirror,
+    })
+}
+
+fn check_mirror_path(path: &str) -> Result<(), FetchError> {
+    if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(invalid(
+            "`path` must be non-empty, without spaces or control characters (percent-encode them)",
+        ));
+    }
+    if path.contains("://") {
+        return Err(invalid(
+            "`path` is relative to the mirror's base URL, not a URL",
+        ));
+    }
+    Ok(())
 }
 
 fn check_id(id: &str) -> Result<(), FetchError> {
@@ -334,14 +478,20 @@ pub enum Event<'a> {
         path: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         url: Option<&'a str>,
-        size: u64,
-        hashes: HashMapBody<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hashes: Option<HashMapBody<'a>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         status: Option<u32>,
         attempts: u32,
         elapsed_ms: u64,
         cached: bool,
         not_modified: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        etag: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_modified: Option<&'a str>,
     },
     Failed {
         id: &'a str,
@@ -400,7 +550,7 @@ mod tests {
         let Request::Download(d) = parse(&line).unwrap() else {
             panic!()
         };
-        assert_eq!(d.urls, vec!["http://h/x"]);
+        assert_eq!(d.source, Source::Urls(vec!["http://h/x".into()]));
         assert_eq!(d.hashes, vec![(Algorithm::Sha256, SHA.to_string())]);
         assert_eq!(d.priority, -2);
         assert!(d.progress);
@@ -431,6 +581,41 @@ mod tests {
         ] {
             let r = rejected(line);
             assert_eq!(r.error.kind(), ErrorKind::InvalidRequest, "{line}");
+        }
+    }
+
+    #[test]
+    fn mirror_sources_and_sets() {
+        let Request::Download(d) = parse(
+            r#"{"op":"download","id":"a","mirror":"f","path":"/P/a.rpm","dest":"/t","resume":true}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            d.source,
+            Source::Mirror {
+                set: "f".into(),
+                path: "P/a.rpm".into()
+            }
+        );
+        assert!(d.resume);
+        let Request::Mirrors(m) = parse(
+            r#"{"op":"mirrors","set":"f","urls":["http://a/x","http://b/y/"],"max_per_mirror":2}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(m.urls, vec!["http://a/x/", "http://b/y/"]);
+        for bad in [
+            r#"{"op":"download","id":"a","mirror":"f","dest":"/t"}"#,
+            r#"{"op":"download","id":"a","url":"http://h/x","mirror":"f","path":"p","dest":"/t"}"#,
+            r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","range":{"start":5,"end":1}}"#,
+            r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","range":{"start":0,"end":1},"resume":true}"#,
+            r#"{"op":"mirrors","set":"f","urls":[]}"#,
+            r#"{"op":"mirrors","set":"f","urls":["http://a/"],"max_per_mirror":0}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,23 +1,24 @@
 //! Which queued download starts next: priority order (FIFO within a priority), within the
-//! limits on transfers in total and per host.
+//! limit on transfers in total and the limit of each *slot* (a host, or a mirror).
 //!
-//! Queued jobs live in one heap. A job whose host is at its limit is parked in that host's
-//! own heap instead of blocking the jobs behind it; when a transfer to the host ends, the
-//! host's best parked job returns to the main heap. Every operation is O(log n), so 100,000
-//! queued requests cost memory, not time.
+//! Queued jobs live in one heap. A job whose slot is full is parked in that slot's own heap
+//! instead of blocking the jobs behind it; when a transfer in the slot ends, the slot's best
+//! parked job returns to the main heap. Jobs waiting out a retry delay sit in a timer heap
+//! until they are due. Every operation is O(log n), so 100,000 queued requests cost memory,
+//! not time.
 
-use std::cmp::Ordering;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::time::Instant;
 
-use crate::protocol::host_key;
 use crate::transfer::Job;
 
 /// A queued job, ordered by priority (higher first) then arrival (earlier first).
 struct Entry(Box<Job>);
 
 impl Entry {
-    fn key(&self) -> (i64, std::cmp::Reverse<u64>) {
-        (self.0.request.priority, std::cmp::Reverse(self.0.seq))
+    fn key(&self) -> (i64, Reverse<u64>) {
+        (self.0.request.priority, Reverse(self.0.seq))
     }
 }
 
@@ -38,53 +39,140 @@ impl Ord for Entry {
     }
 }
 
-/// The queue of jobs waiting for a transfer slot, and the count of slots in use.
+/// The queue of jobs waiting for a transfer slot, and the slots in use.
 pub struct Scheduler {
     ready: BinaryHeap<Entry>,
     parked: HashMap<String, BinaryHeap<Entry>>,
-    active_per_host: HashMap<String, usize>,
-    active: usize,
-    /// Jobs cancelled while queued, by `seq`; dropped when they reach the top.
+    active_per_slot: HashMap<String, usize>,
+    /// Slot of every queued (ready or parked) job, by `seq`.
+    queued_slot_of: HashMap<u64, String>,
+    queued_per_slot: HashMap<String, usize>,
+    limits: HashMap<String, usize>,
+    default_limit: usize,
+    delayed: BinaryHeap<Reverse<(Instant, u64)>>,
+    delayed_jobs: HashMap<u64, Box<Job>>,
+    /// Queued jobs cancelled by `seq`; dropped when they reach the top.
     cancelled: HashSet<u64>,
-    queued: usize,
+    active: usize,
     max_parallel: usize,
-    max_per_host: usize,
 }
 
 impl Scheduler {
-    pub fn new(max_parallel: usize, max_per_host: usize) -> Scheduler {
+    /// `default_limit` is the limit of a slot that has none of its own (the per-host limit).
+    pub fn new(max_parallel: usize, default_limit: usize) -> Scheduler {
         Scheduler {
             ready: BinaryHeap::new(),
             parked: HashMap::new(),
-            active_per_host: HashMap::new(),
-            active: 0,
+            active_per_slot: HashMap::new(),
+            queued_slot_of: HashMap::new(),
+            queued_per_slot: HashMap::new(),
+            limits: HashMap::new(),
+            default_limit: default_limit.max(1),
+            delayed: BinaryHeap::new(),
+            delayed_jobs: HashMap::new(),
             cancelled: HashSet::new(),
-            queued: 0,
+            active: 0,
             max_parallel: max_parallel.max(1),
-            max_per_host: max_per_host.max(1),
         }
     }
 
-    /// Queue a job (new, or back for another attempt).
+    /// Queue a job for its slot (`job.slot`), to start as soon as the limits allow.
     pub fn push(&mut self, job: Box<Job>) {
-        self.queued += 1;
+        *self.queued_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
+        self.queued_slot_of.insert(job.seq, job.slot.clone());
         self.ready.push(Entry(job));
     }
 
-    /// Forget a queued job. The caller knows it is queued (not active).
-    pub fn cancel(&mut self, seq: u64) {
-        self.cancelled.insert(seq);
-        self.queued -= 1;
+    /// Hold a job until `at` (a retry delay); [`Scheduler::take_due`] hands it back.
+    pub fn delay(&mut self, job: Box<Job>, at: Instant) {
+        self.delayed.push(Reverse((at, job.seq)));
+        self.delayed_jobs.insert(job.seq, job);
     }
 
-    /// Jobs waiting for a slot (cancelled ones excluded).
+    /// When the next delayed job is due, if any.
+    pub fn next_wake(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, seq))) = self.delayed.peek() {
+            if self.delayed_jobs.contains_key(seq) {
+                return Some(*at);
+            }
+            self.delayed.pop();
+        }
+        None
+    }
+
+    /// Delayed jobs whose time has come.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Box<Job>> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, seq))) = self.delayed.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop();
+            if let Some(job) = self.delayed_jobs.remove(&seq) {
+                due.push(job);
+            }
+        }
+        due
+    }
+
+    /// Forget a queued or delayed job. A delayed job is handed back (with its history).
+    pub fn cancel(&mut self, seq: u64) -> Option<Box<Job>> {
+        if let Some(job) = self.delayed_jobs.remove(&seq) {
+            return Some(job);
+        }
+        if let Some(slot) = self.queued_slot_of.remove(&seq) {
+            self.cancelled.insert(seq);
+            self.unqueue(&slot);
+        }
+        None
+    }
+
+    /// Transfers running or queued for `slot`.
+    pub fn load(&self, slot: &str) -> usize {
+        self.active_per_slot.get(slot).copied().unwrap_or(0)
+            + self.queued_per_slot.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Transfers running in `slot`.
+    pub fn active_in(&self, slot: &str) -> usize {
+        self.active_per_slot.get(slot).copied().unwrap_or(0)
+    }
+
+    /// Give `slot` its own limit (a mirror's `max_per_mirror`, lowered under load).
+    pub fn set_limit(&mut self, slot: &str, limit: usize) {
+        let old = self.limit_of(slot);
+        self.limits.insert(slot.to_string(), limit.max(1));
+        for _ in old..limit {
+            self.unpark_one(slot);
+        }
+    }
+
+    /// Jobs queued (not delayed, not running).
     pub fn queued(&self) -> usize {
-        self.queued
+        self.queued_slot_of.len()
+    }
+
+    /// Jobs waiting out a retry delay.
+    pub fn delayed(&self) -> usize {
+        self.delayed_jobs.len()
     }
 
     /// Transfers holding a slot.
     pub fn active(&self) -> usize {
         self.active
+    }
+
+    fn limit_of(&self, slot: &str) -> usize {
+        self.limits.get(slot).copied().unwrap_or(self.default_limit)
+    }
+
+    fn unqueue(&mut self, slot: &str) {
+        if let Some(n) = self.queued_per_slot.get_mut(slot) {
+            *n -= 1;
+            if *n == 0 {
+                self.queued_per_slot.remove(slot);
+            }
+        }
     }
 
     /// The next job allowed to start, taking its slot; `None` when the limits or an empty
@@ -95,31 +183,62 @@ impl Scheduler {
             if self.cancelled.remove(&job.seq) {
                 continue;
             }
-            let host = slot_key(job.url());
-            let in_use = self.active_per_host.entry(host.clone()).or_insert(0);
-            if *in_use >= self.max_per_host {
-                self.parked.entry(host).or_default().push(Entry(job));
+            let limit = self.limit_of(&job.slot);
+            let in_use = self.active_per_slot.get(&job.slot).copied().unwrap_or(0);
+            if in_use >= limit {
+                self.parked
+                    .entry(job.slot.clone())
+                    .or_default()
+                    .push(Entry(job));
                 continue;
             }
-            *in_use += 1;
+            *self.active_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
             self.active += 1;
-            self.queued -= 1;
+            self.queued_slot_of.remove(&job.seq);
+            self.unqueue(&job.slot);
             return Some(job);
         }
         None
     }
 
-    /// Take any one queued job out, ignoring the limits (used when aborting everything).
+    /// A transfer in `slot` ended (or was never started after `admit_next` returned it):
+    /// free its place, and let the slot's best parked job compete again.
+    pub fn release(&mut self, slot: &str) {
+        self.active -= 1;
+        if let Some(in_use) = self.active_per_slot.get_mut(slot) {
+            *in_use -= 1;
+            if *in_use == 0 {
+                self.active_per_slot.remove(slot);
+            }
+        }
+        self.unpark_one(slot);
+    }
+
+    fn unpark_one(&mut self, slot: &str) {
+        if let Some(parked) = self.parked.get_mut(slot) {
+            if let Some(entry) = parked.pop() {
+                self.ready.push(entry);
+            }
+            if parked.is_empty() {
+                self.parked.remove(slot);
+            }
+        }
+    }
+
+    /// Take any one queued or delayed job out, ignoring the limits (used when aborting).
     pub fn drain_one(&mut self) -> Option<Box<Job>> {
+        if let Some(&seq) = self.delayed_jobs.keys().next() {
+            return self.delayed_jobs.remove(&seq);
+        }
         loop {
             let entry = match self.ready.pop() {
                 Some(entry) => entry,
                 None => {
-                    let host = self.parked.keys().next()?.clone();
-                    let parked = self.parked.get_mut(&host)?;
+                    let slot = self.parked.keys().next()?.clone();
+                    let parked = self.parked.get_mut(&slot)?;
                     let entry = parked.pop();
                     if parked.is_empty() {
-                        self.parked.remove(&host);
+                        self.parked.remove(&slot);
                     }
                     entry?
                 }
@@ -127,46 +246,22 @@ impl Scheduler {
             if self.cancelled.remove(&entry.0.seq) {
                 continue;
             }
-            self.queued -= 1;
+            self.queued_slot_of.remove(&entry.0.seq);
+            self.unqueue(&entry.0.slot);
             return Some(entry.0);
         }
     }
-
-    /// A transfer to `url` ended (or was never started after `next` returned it): free its
-    /// slot, and let the host's best parked job compete again.
-    pub fn release(&mut self, url: &str) {
-        let host = slot_key(url);
-        self.active -= 1;
-        if let Some(in_use) = self.active_per_host.get_mut(&host) {
-            *in_use -= 1;
-            if *in_use == 0 && !self.parked.contains_key(&host) {
-                self.active_per_host.remove(&host);
-            }
-        }
-        if let Some(parked) = self.parked.get_mut(&host) {
-            if let Some(entry) = parked.pop() {
-                self.ready.push(entry);
-            }
-            if parked.is_empty() {
-                self.parked.remove(&host);
-            }
-        }
-    }
-}
-
-fn slot_key(url: &str) -> String {
-    host_key(url).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Download;
+    use crate::protocol::{Download, Source};
 
-    fn job(seq: u64, priority: i64, url: &str) -> Box<Job> {
+    fn job(seq: u64, priority: i64, slot: &str) -> Box<Job> {
         let request = Download {
             id: format!("j{seq}"),
-            urls: vec![url.to_string()],
+            source: Source::Urls(vec![format!("http://{slot}/x")]),
             dest: "/tmp/x".into(),
             size: None,
             max_size: None,
@@ -174,17 +269,23 @@ mod tests {
             headers: vec![],
             priority,
             progress: false,
+            resume: false,
+            range: None,
+            if_none_match: None,
+            if_modified_since: None,
         };
-        Box::new(Job::new(request, seq))
+        let mut job = Box::new(Job::new(request, seq));
+        job.slot = slot.to_string();
+        job
     }
 
     #[test]
     fn priority_then_fifo() {
         let mut s = Scheduler::new(10, 10);
-        s.push(job(1, 0, "http://a/1"));
-        s.push(job(2, 5, "http://a/2"));
-        s.push(job(3, 0, "http://a/3"));
-        s.push(job(4, 5, "http://a/4"));
+        s.push(job(1, 0, "a"));
+        s.push(job(2, 5, "a"));
+        s.push(job(3, 0, "a"));
+        s.push(job(4, 5, "a"));
         let order: Vec<u64> = std::iter::from_fn(|| s.admit_next())
             .map(|j| j.seq)
             .collect();
@@ -192,16 +293,17 @@ mod tests {
     }
 
     #[test]
-    fn per_host_limit_lets_other_hosts_pass() {
+    fn a_full_slot_lets_other_slots_pass() {
         let mut s = Scheduler::new(10, 1);
-        s.push(job(1, 0, "http://a/1"));
-        s.push(job(2, 0, "http://a/2"));
-        s.push(job(3, 0, "http://b/3"));
+        s.push(job(1, 0, "a"));
+        s.push(job(2, 0, "a"));
+        s.push(job(3, 0, "b"));
         assert_eq!(s.admit_next().unwrap().seq, 1);
         assert_eq!(s.admit_next().unwrap().seq, 3);
         assert!(s.admit_next().is_none());
         assert_eq!(s.queued(), 1);
-        s.release("http://a/1");
+        assert_eq!(s.load("a"), 2);
+        s.release("a");
         assert_eq!(s.admit_next().unwrap().seq, 2);
         assert_eq!(s.queued(), 0);
     }
@@ -209,15 +311,39 @@ mod tests {
     #[test]
     fn total_limit_and_cancel() {
         let mut s = Scheduler::new(1, 10);
-        s.push(job(1, 0, "http://a/1"));
-        s.push(job(2, 0, "http://a/2"));
-        s.push(job(3, 0, "http://a/3"));
+        s.push(job(1, 0, "a"));
+        s.push(job(2, 0, "a"));
+        s.push(job(3, 0, "a"));
         assert_eq!(s.admit_next().unwrap().seq, 1);
         assert!(s.admit_next().is_none());
-        s.cancel(2);
-        s.release("http://a/1");
+        assert!(s.cancel(2).is_none());
+        s.release("a");
         assert_eq!(s.admit_next().unwrap().seq, 3);
         assert_eq!(s.active(), 1);
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn raising_a_limit_unparks() {
+        let mut s = Scheduler::new(10, 1);
+        s.push(job(1, 0, "m"));
+        s.push(job(2, 0, "m"));
+        assert_eq!(s.admit_next().unwrap().seq, 1);
+        assert!(s.admit_next().is_none());
+        s.set_limit("m", 2);
+        assert_eq!(s.admit_next().unwrap().seq, 2);
+    }
+
+    #[test]
+    fn delayed_jobs_come_back_when_due() {
+        let mut s = Scheduler::new(10, 10);
+        let now = Instant::now();
+        s.delay(job(1, 0, "a"), now + std::time::Duration::from_secs(5));
+        s.delay(job(2, 0, "a"), now);
+        assert_eq!(s.next_wake(), Some(now));
+        let due: Vec<u64> = s.take_due(now).iter().map(|j| j.seq).collect();
+        assert_eq!(due, vec![2]);
+        assert_eq!(s.cancel(1).unwrap().seq, 1);
+        assert_eq!(s.next_wake(), None);
     }
 }

@@ -4,12 +4,17 @@
 //! The temporary file is created on the first byte, in the same directory as `dest` (so the
 //! rename is atomic and never crosses a file system), with a name that says who wrote it.
 //! `dest` itself is only ever touched by the rename, after every check has passed; every
-//! other way out removes the temporary file.
+//! other way out removes the temporary file — except for a resumable download, whose bytes
+//! are kept as a *partial* beside a small record of what they are (`.meta`), so that a later
+//! attempt, or a later run, can continue them. A partial is only continued if its record is
+//! ours, names the same download, and the bytes still hash to what the record says.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digests};
 use crate::error::FetchError;
@@ -19,15 +24,57 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Suffix of every temporary file this helper creates.
 pub const TEMP_SUFFIX: &str = ".fetchmux-tmp";
+/// Suffix of a resumable partial; its record adds `.meta`.
+pub const PARTIAL_SUFFIX: &str = ".fetchmux-partial";
+
+/// What the bytes must turn out to be; a partial is only continued for the same download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+}
+
+/// The record kept beside a partial.
+#[derive(Debug, Serialize, Deserialize)]
+struct PartialRecord {
+    fetchmux_partial: u32,
+    dest: PathBuf,
+    identity: Identity,
+    length: u64,
+    sha256_prefix: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+/// Where a resumed download continues, and the validator for `If-Range`.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    pub offset: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Bytes to drop before storing, then bytes to store (a range the server did not honour).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    skip: u64,
+    take: u64,
+}
 
 /// The receiving end of one attempt.
 pub struct Sink {
     dest: PathBuf,
     temp: PathBuf,
     file: Option<File>,
+    wanted: Vec<Algorithm>,
     digests: Digests,
     received: u64,
     limit: Option<u64>,
+    window: Option<Window>,
+    /// Set for resumable downloads: the bytes outlive a failed attempt.
+    partial: Option<Identity>,
+    keep: bool,
+    validators: (Option<String>, Option<String>),
 }
 
 /// What a verified, placed body looked like.
@@ -40,22 +87,71 @@ pub struct Placed {
 impl Sink {
     /// A sink for `dest` that will compute `wanted` digests (plus SHA-256) and refuse more
     /// than `limit` bytes.
-    pub fn new(
-        dest: &Path,
-        wanted: impl IntoIterator<Item = Algorithm>,
-        limit: Option<u64>,
-    ) -> Sink {
+    pub fn new(dest: &Path, wanted: &[Algorithm], limit: Option<u64>) -> Sink {
         Sink {
             dest: dest.to_path_buf(),
             temp: temp_path_for(dest),
             file: None,
-            digests: Digests::new(wanted),
+            wanted: wanted.to_vec(),
+            digests: Digests::new(wanted.iter().copied()),
             received: 0,
             limit,
+            window: None,
+            partial: None,
+            keep: false,
+            validators: (None, None),
         }
     }
 
-    /// Bytes received so far.
+    /// A sink for a resumable download: continues our partial of the same download if there
+    /// is a sound one (its digests recomputed from the bytes), else starts it afresh.
+    pub fn resumable(
+        dest: &Path,
+        wanted: &[Algorithm],
+        limit: Option<u64>,
+        identity: Identity,
+    ) -> (Sink, Option<ResumeFrom>) {
+        let mut sink = Sink::new(dest, wanted, limit);
+        sink.temp = partial_path_for(dest);
+        sink.partial = Some(identity);
+        let resume = sink.reopen_partial();
+        if resume.is_none() {
+            // Whatever is there is not ours, or not sound: never trusted, never appended to.
+            let _ = std::fs::remove_file(&sink.temp);
+            let _ = std::fs::remove_file(meta_path_for(&sink.temp));
+        }
+        (sink, resume)
+    }
+
+    fn reopen_partial(&mut self) -> Option<ResumeFrom> {
+        let meta = std::fs::read(meta_path_for(&self.temp)).ok()?;
+        let record: PartialRecord = serde_json::from_slice(&meta).ok()?;
+        let sound = record.fetchmux_partial == 1
+            && record.dest == self.dest
+            && Some(&record.identity) == self.partial.as_ref()
+            && record.length > 0
+            && self.limit.is_none_or(|limit| record.length <= limit);
+        if !sound {
+            return None;
+        }
+        // The digests of a kept prefix are recomputed from the bytes, never trusted.
+        let mut digests = Digests::new(self.wanted.iter().copied());
+        let length = feed_file(&self.temp, &mut digests).ok()?;
+        if length != record.length || digests.sha256_so_far() != record.sha256_prefix {
+            return None;
+        }
+        let file = OpenOptions::new().append(true).open(&self.temp).ok()?;
+        self.digests = digests;
+        self.file = Some(file);
+        self.received = length;
+        Some(ResumeFrom {
+            offset: length,
+            etag: record.etag,
+            last_modified: record.last_modified,
+        })
+    }
+
+    /// Bytes stored so far (including a resumed prefix).
     pub fn received(&self) -> u64 {
         self.received
     }
@@ -65,24 +161,57 @@ impl Sink {
         self.limit
     }
 
-    /// The hot path: called for every chunk curl hands us.
+    /// Keep only `take` bytes after the first `skip` (the server sent the whole body for a
+    /// range request).
+    pub fn set_window(&mut self, skip: u64, take: u64) {
+        self.window = Some(Window { skip, take });
+    }
+
+    /// The server will send the whole body after all: drop the kept prefix and start over.
+    pub fn restart(&mut self) -> Result<(), FetchError> {
+        if let Some(file) = &self.file {
+            file.set_len(0)
+                .map_err(|e| FetchError::io(format!("truncating {}", self.temp.display()), &e))?;
+        }
+        self.digests = Digests::new(self.wanted.iter().copied());
+        self.received = 0;
+        Ok(())
+    }
+
+    /// The response's validators, recorded with a kept partial for `If-Range`.
+    pub fn set_validators(&mut self, etag: Option<String>, last_modified: Option<String>) {
+        self.validators = (etag, last_modified);
+    }
+
+    /// The hot path: called for every chunk curl hands us. `Ok(false)` means "complete,
+    /// stop the transfer" (a range cut out of a whole body).
     #[inline]
-    pub fn write(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
+    pub fn write(&mut self, mut bytes: &[u8]) -> Result<bool, FetchError> {
+        if let Some(window) = &mut self.window {
+            let skip = window.skip.min(bytes.len() as u64) as usize;
+            window.skip -= skip as u64;
+            bytes = &bytes[skip..];
+            let take = window.take.min(bytes.len() as u64) as usize;
+            window.take -= take as u64;
+            bytes = &bytes[..take];
+        }
         let total = self.received + bytes.len() as u64;
         if let Some(limit) = self.limit {
             if total > limit {
                 return Err(FetchError::TooLarge { limit });
             }
         }
-        let file = match self.file {
-            Some(ref mut file) => file,
-            None => self.file.insert(self.create()?),
-        };
-        file.write_all(bytes)
-            .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
-        self.digests.update(bytes);
-        self.received = total;
-        Ok(())
+        if !bytes.is_empty() {
+            let file = match self.file {
+                Some(ref mut file) => file,
+                None => self.file.insert(self.create()?),
+            };
+            file.write_all(bytes)
+                .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
+            self.digests.update(bytes);
+            self.received = total;
+        }
+        Ok(self.window.is_none_or(|w| w.take > 0))
     }
 
     fn create(&self) -> Result<File, FetchError> {
@@ -90,15 +219,25 @@ impl Sink {
             std::fs::create_dir_all(dir)
                 .map_err(|e| FetchError::io(format!("creating {}", dir.display()), &e))?;
         }
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        let mut options = OpenOptions::new();
+        if self.partial.is_some() {
+            // The stable partial name: replace whatever untrusted file is there.
+            options.append(true).create(true).truncate(false);
+        } else {
+            options.write(true).create_new(true);
+        }
+        let file = options
             .open(&self.temp)
-            .map_err(|e| FetchError::io(format!("creating {}", self.temp.display()), &e))
+            .map_err(|e| FetchError::io(format!("creating {}", self.temp.display()), &e))?;
+        if self.partial.is_some() {
+            file.set_len(0)
+                .map_err(|e| FetchError::io(format!("creating {}", self.temp.display()), &e))?;
+        }
+        Ok(file)
     }
 
     /// Check the body against `size` and `expected` digests; on success move it onto `dest`.
-    /// On any failure the temporary file is removed and `dest` is left as it was.
+    /// On any failure the temporary file (or partial) is removed and `dest` is left as it was.
     pub fn place(
         mut self,
         size: Option<u64>,
@@ -148,22 +287,57 @@ impl Sink {
         drop(file);
         std::fs::rename(&self.temp, &self.dest)
             .map_err(|e| FetchError::io(format!("renaming onto {}", self.dest.display()), &e))?;
+        if self.partial.is_some() {
+            let _ = std::fs::remove_file(meta_path_for(&self.temp));
+        }
         Ok(Placed {
             size: self.received,
             hashes,
         })
     }
 
+    /// On drop, keep a resumable download's bytes for a later attempt (a transient failure,
+    /// a cancel, a shutdown). Without this, dropping removes them.
+    pub fn keep_partial(&mut self) {
+        self.keep = self.partial.is_some();
+    }
+
     /// Drop the bytes received so far, leaving no file behind.
     pub fn discard(&mut self) {
+        self.keep = false;
         if self.file.take().is_some() || self.temp.exists() {
             let _ = std::fs::remove_file(&self.temp);
         }
+        if self.partial.is_some() {
+            let _ = std::fs::remove_file(meta_path_for(&self.temp));
+        }
+    }
+
+    fn write_record(&mut self) -> std::io::Result<()> {
+        let Some(identity) = self.partial.clone() else {
+            return Ok(());
+        };
+        let record = PartialRecord {
+            fetchmux_partial: 1,
+            dest: self.dest.clone(),
+            identity,
+            length: self.received,
+            sha256_prefix: self.digests.sha256_so_far(),
+            etag: self.validators.0.take(),
+            last_modified: self.validators.1.take(),
+        };
+        let meta = meta_path_for(&self.temp);
+        let staging = meta.with_extension("meta-new");
+        std::fs::write(&staging, serde_json::to_vec(&record)?)?;
+        std::fs::rename(&staging, &meta)
     }
 }
 
 impl Drop for Sink {
     fn drop(&mut self) {
+        if self.keep && self.received > 0 && self.file.is_some() && self.write_record().is_ok() {
+            return;
+        }
         // A sink dropped without place() (cancel, abort, error) must not leave its file.
         if self.file.is_some() {
             self.discard();
@@ -171,16 +345,52 @@ impl Drop for Sink {
     }
 }
 
+/// Feed a file's bytes to `digests`; returns how many there were.
+fn feed_file(path: &Path, digests: &mut Digests) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => {
+                digests.update(&buf[..n]);
+                total += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn file_name_of(dest: &Path) -> String {
+    dest.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// `dir/.name.<pid>.<n>.fetchmux-tmp`: hidden, unique per process and attempt, and
 /// recognisably ours.
 fn temp_path_for(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let temp_name = format!(".{name}.{}.{seq}{TEMP_SUFFIX}", std::process::id());
-    dest.with_file_name(temp_name)
+    let name = format!(
+        ".{}.{}.{seq}{TEMP_SUFFIX}",
+        file_name_of(dest),
+        std::process::id()
+    );
+    dest.with_file_name(name)
+}
+
+/// `dir/.name.fetchmux-partial`: stable across runs, so a later run can continue it.
+pub fn partial_path_for(dest: &Path) -> PathBuf {
+    dest.with_file_name(format!(".{}{PARTIAL_SUFFIX}", file_name_of(dest)))
+}
+
+fn meta_path_for(partial: &Path) -> PathBuf {
+    let mut name = partial.as_os_str().to_owned();
+    name.push(".meta");
+    PathBuf::from(name)
 }
 
 /// If `dest` already holds a file that passes every given check, its size and digests.
@@ -222,7 +432,7 @@ mod tests {
     fn verified_bytes_are_renamed_into_place() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        let mut sink = Sink::new(&dest, [Algorithm::Sha256], None);
+        let mut sink = Sink::new(&dest, &[Algorithm::Sha256], None);
         sink.write(b"ab").unwrap();
         sink.write(b"c").unwrap();
         let placed = sink
@@ -238,7 +448,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         std::fs::write(&dest, b"old").unwrap();
-        let mut sink = Sink::new(&dest, [], None);
+        let mut sink = Sink::new(&dest, &[], None);
         sink.write(b"abd").unwrap();
         let err = sink
             .place(None, &[(Algorithm::Sha256, ABC_SHA256.into())])
@@ -252,7 +462,7 @@ mod tests {
     fn the_cap_stops_the_body_and_drop_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
-        let mut sink = Sink::new(&dest, [], Some(4));
+        let mut sink = Sink::new(&dest, &[], Some(4));
         sink.write(b"abc").unwrap();
         assert!(matches!(
             sink.write(b"de"),
@@ -260,6 +470,67 @@ mod tests {
         ));
         drop(sink);
         assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_window_keeps_only_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let mut sink = Sink::new(&dest, &[], None);
+        sink.set_window(1, 3);
+        assert!(sink.write(b"xa").unwrap());
+        assert!(!sink.write(b"bcdef").unwrap(), "complete after the range");
+        sink.place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
+            .unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_kept_partial_is_continued_and_a_tampered_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let id = Identity {
+            size: Some(3),
+            sha256: Some(ABC_SHA256.into()),
+        };
+        let (mut sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+        assert!(from.is_none());
+        sink.write(b"ab").unwrap();
+        sink.set_validators(Some("\"v1\"".into()), None);
+        sink.keep_partial();
+        drop(sink);
+        assert_eq!(
+            entries(dir.path()),
+            vec![".f.fetchmux-partial", ".f.fetchmux-partial.meta"]
+        );
+        let (mut sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+        let from = from.expect("our sound partial is continued");
+        assert_eq!(from.offset, 2);
+        assert_eq!(from.etag.as_deref(), Some("\"v1\""));
+        sink.write(b"c").unwrap();
+        sink.place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
+            .unwrap();
+        assert_eq!(entries(dir.path()), vec!["f"]);
+
+        // Someone else's bytes at the partial name (record intact) are not trusted.
+        std::fs::remove_file(&dest).unwrap();
+        let (mut sink, _) = Sink::resumable(&dest, &[], None, id.clone());
+        sink.write(b"ab").unwrap();
+        sink.keep_partial();
+        drop(sink);
+        std::fs::write(dir.path().join(".f.fetchmux-partial"), b"xy").unwrap();
+        let (_sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+        assert!(from.is_none());
+        // A record for another download is not trusted either.
+        let other = Identity {
+            size: Some(4),
+            sha256: None,
+        };
+        let (mut sink, _) = Sink::resumable(&dest, &[], None, id);
+        sink.write(b"ab").unwrap();
+        sink.keep_partial();
+        drop(sink);
+        assert!(Sink::resumable(&dest, &[], None, other).1.is_none());
     }
 
     #[test]

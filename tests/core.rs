@@ -129,7 +129,7 @@ fn http_errors_fail_with_their_status() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("x");
         let request = download("e", &server.url(&format!("/status/{code}")), &dest);
-        let run = client::run(&[], &[request]);
+        let run = client::run(&["--retries", "0"], &[request]);
         assert_eq!(run.failed_kind("e"), "http_status");
         assert_eq!(run.outcome("e")["error"]["status"], code);
         assert!(entries(dir.path()).is_empty(), "nothing written for {code}");
@@ -154,7 +154,7 @@ fn a_body_cut_short_is_not_placed() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("big");
     let run = client::run(
-        &[],
+        &["--retries", "0"],
         &[download("cut", &server.url("/cut/120000/big"), &dest)],
     );
     assert_eq!(run.failed_kind("cut"), "truncated");
@@ -617,7 +617,14 @@ fn a_stalled_body_fails_as_too_slow() {
     );
     let started = std::time::Instant::now();
     let run = client::run(
-        &["--low-speed-limit", "1000", "--low-speed-time", "2"],
+        &[
+            "--low-speed-limit",
+            "1000",
+            "--low-speed-time",
+            "2",
+            "--retries",
+            "0",
+        ],
         &[request],
     );
     assert_eq!(run.failed_kind("stall"), "too_slow");

@@ -1,0 +1,218 @@
+//! One attempt at a URL: the libcurl handle it runs on, and the verdict on what came back.
+//!
+//! [`build`] turns a job and the helper's options into a configured `Easy2<Transfer>`: the
+//! URL, the protocols allowed (and the narrower set a redirect may reach), no decoding of
+//! Content-Encoding, ranges for resumes and `range` requests, conditional headers, timeouts.
+//! [`judge`] turns curl's result and the response head into success or one `FetchError`.
+
+use std::ffi::CStr;
+use std::time::Duration;
+
+use curl::easy::{Easy2, HttpVersion, List};
+
+use crate::config::Options;
+use crate::error::FetchError;
+use crate::protocol;
+use crate::sink::{Identity, Sink};
+use crate::transfer::{BodyMode, Job, Transfer};
+
+/// libcurl's receive buffer per transfer.
+const RECEIVE_BUFFER: usize = 64 * 1024;
+
+/// A configured handle for the job's current URL.
+pub fn build(
+    job: Box<Job>,
+    options: &Options,
+    http2: bool,
+) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
+    let (sink, mode, if_range) = receiving_end(&job, options);
+    let mut easy = Easy2::new(Transfer::new(job, sink, mode, false));
+    match configure(&mut easy, options, http2, if_range.as_deref()) {
+        Ok(()) => Ok(easy),
+        Err(err) => Err((take_job(&mut easy), setup_error(err))),
+    }
+}
+
+/// Where this attempt's bytes go, how they relate to the file, and the `If-Range`
+/// validator of a resumed partial.
+fn receiving_end(job: &Job, options: &Options) -> (Sink, BodyMode, Option<String>) {
+    let request = &job.request;
+    let wanted: Vec<_> = request.hashes.iter().map(|(a, _)| *a).collect();
+    let limit = job.limit(options.max_size);
+    if let Some(range) = request.range {
+        return (
+            Sink::new(&request.dest, &wanted, limit),
+            BodyMode::Range(range),
+            None,
+        );
+    }
+    if !request.resume {
+        return (
+            Sink::new(&request.dest, &wanted, limit),
+            BodyMode::Whole,
+            None,
+        );
+    }
+    let identity = Identity {
+        size: request.size,
+        sha256: request
+            .hashes
+            .iter()
+            .find(|(a, _)| a.name() == "sha256")
+            .map(|(_, hex)| hex.clone()),
+    };
+    let (sink, from) = Sink::resumable(&request.dest, &wanted, limit, identity);
+    match from {
+        None => (sink, BodyMode::Whole, None),
+        Some(from) => {
+            // If-Range needs a strong validator; a weak ETag falls back to the date.
+            let validator = from
+                .etag
+                .filter(|e| !e.starts_with("W/"))
+                .or(from.last_modified);
+            (
+                sink,
+                BodyMode::Resume {
+                    offset: from.offset,
+                },
+                validator,
+            )
+        }
+    }
+}
+
+fn take_job(easy: &mut Easy2<Transfer>) -> Box<Job> {
+    easy.get_mut().job.take().expect("job present")
+}
+
+fn setup_error(err: curl::Error) -> FetchError {
+    FetchError::InvalidRequest(format!("cannot set up the transfer: {err}"))
+}
+
+fn configure(
+    easy: &mut Easy2<Transfer>,
+    options: &Options,
+    http2: bool,
+    if_range: Option<&str>,
+) -> Result<(), curl::Error> {
+    let transfer = easy.get_ref();
+    let job = transfer.job();
+    let url = job.url().to_string();
+    let http = is_http(&url);
+    let mode = transfer.mode;
+    let mut headers = List::new();
+    for (name, value) in &job.request.headers {
+        headers.append(&format!("{name}: {value}"))?;
+    }
+    if let Some(etag) = &job.request.if_none_match {
+        headers.append(&format!("If-None-Match: {etag}"))?;
+    }
+    if let Some(date) = &job.request.if_modified_since {
+        headers.append(&format!("If-Modified-Since: {date}"))?;
+    }
+    if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
+        headers.append(&format!("If-Range: {validator}"))?;
+    }
+    easy.get_mut().http = http;
+    easy.url(&url)?;
+    set_protocols(easy)?;
+    match mode {
+        BodyMode::Whole => {}
+        BodyMode::Resume { offset } => easy.range(&format!("{offset}-"))?,
+        BodyMode::Range(range) => easy.range(&format!("{}-{}", range.start, range.end))?,
+    }
+    easy.follow_location(true)?;
+    easy.max_redirections(options.max_redirects)?;
+    // Errors surface as CURLE_HTTP_RETURNED_ERROR before any body is written.
+    easy.fail_on_error(true)?;
+    // Package files are hashed exactly as served: never decode Content-Encoding.
+    easy.http_content_decoding(false)?;
+    easy.http_headers(headers)?;
+    easy.useragent(&options.user_agent)?;
+    if let Some(ca_file) = &options.ca_file {
+        easy.cainfo(ca_file)?;
+    }
+    easy.connect_timeout(options.connect_timeout())?;
+    if options.low_speed_limit > 0 && options.low_speed_time > 0 {
+        easy.low_speed_limit(options.low_speed_limit)?;
+        easy.low_speed_time(Duration::from_secs(options.low_speed_time))?;
+    }
+    easy.buffer_size(RECEIVE_BUFFER)?;
+    if http2 {
+        easy.http_version(HttpVersion::V2TLS)?;
+        // Wait for a connection that can multiplex rather than opening another.
+        easy.pipewait(true)?;
+    }
+    if std::env::var_os("FETCHMUX_CURL_VERBOSE").is_some() {
+        easy.verbose(true)?;
+    }
+    Ok(())
+}
+
+/// Does this URL speak HTTP (so that statuses and ranges are ours to check)?
+pub fn is_http(url: &str) -> bool {
+    protocol::scheme_of(url).is_some_and(|s| s == "http" || s == "https")
+}
+
+/// The verdict on a finished attempt, before the bytes are verified.
+pub enum Verdict {
+    /// A body to verify and place.
+    Body,
+    /// 304 to a conditional request: `dest` stays as it is.
+    NotModified,
+    /// 416 to a resume whose partial already holds the whole file: verify the partial.
+    PartialComplete,
+    /// 416 to a resume whose partial does not fit the file: drop it and start over.
+    PartialStale,
+    Failed(FetchError),
+}
+
+/// Judge curl's `result` for an attempt that received `transfer`'s response.
+pub fn judge(transfer: &mut Transfer, result: Result<(), curl::Error>, status: u32) -> Verdict {
+    let request = &transfer.job().request;
+    let conditional = request.if_none_match.is_some() || request.if_modified_since.is_some();
+    let size = request.size;
+    let error = match (transfer.failure.take(), result) {
+        (Some(failure), _) => failure,
+        (None, Err(_)) if transfer.complete_early => return Verdict::Body,
+        (None, Err(err)) => FetchError::from_curl(&err, status),
+        (None, Ok(())) if !transfer.http => return Verdict::Body,
+        (None, Ok(())) if status == 304 && conditional => return Verdict::NotModified,
+        (None, Ok(())) if status == 206 && transfer.mode == BodyMode::Whole => {
+            FetchError::HttpStatus { status }
+        }
+        (None, Ok(())) if (200..300).contains(&status) => return Verdict::Body,
+        (None, Ok(())) => FetchError::HttpStatus { status },
+    };
+    if let (BodyMode::Resume { offset }, Some(416)) = (transfer.mode, error.status()) {
+        let total = transfer.head.content_range.and_then(|r| r.total);
+        let expected = size.or(total);
+        return if expected == Some(offset) {
+            Verdict::PartialComplete
+        } else {
+            Verdict::PartialStale
+        };
+    }
+    Verdict::Failed(error)
+}
+
+/// Which schemes a request may use, and (narrower) which a redirect may lead to. The curl
+/// crate does not wrap these options, so they are set on the raw handle.
+fn set_protocols(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
+    const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 318;
+    const CURLOPT_REDIR_PROTOCOLS_STR: curl_sys::CURLoption =
+        curl_sys::CURLOPTTYPE_OBJECTPOINT + 319;
+    const REQUEST: &CStr = c"http,https,ftp,file";
+    const REDIRECT: &CStr = c"http,https";
+    for (option, value) in [
+        (CURLOPT_PROTOCOLS_STR, REQUEST),
+        (CURLOPT_REDIR_PROTOCOLS_STR, REDIRECT),
+    ] {
+        // SAFETY: a valid easy handle and a NUL-terminated string that libcurl copies.
+        let code = unsafe { curl_sys::curl_easy_setopt(easy.raw(), option, value.as_ptr()) };
+        if code != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(code));
+        }
+    }
+    Ok(())
+}

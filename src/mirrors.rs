@@ -1,0 +1,232 @@
+//! Mirror sets, and the health of each mirror across every download of the run.
+//!
+//! A download names a set and a path; for each attempt the engine asks [`Mirrors::choose`]
+//! for a base URL. The choice prefers, in order: a mirror this download has not tried yet,
+//! a mirror without recent failures, the least loaded mirror (relative to its own limit),
+//! and the faster mirror. A mirror that keeps failing on its own is put aside for the rest
+//! of the run; a mirror that fails only while busy with other transfers of ours is given
+//! fewer parallel transfers instead. Health is keyed by base URL, so it survives a set
+//! being declared again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::error::Disposition;
+use crate::protocol::MirrorSetDecl;
+
+/// Consecutive failures (on an otherwise idle mirror) after which a mirror is put aside.
+pub const BAN_AFTER: u32 = 5;
+
+/// What we know of one mirror.
+#[derive(Debug)]
+pub struct Health {
+    /// Failures since the last success; ranks the mirror (0 = healthy).
+    pub consecutive_failures: u32,
+    /// Parallel transfers allowed now (lowered when it fails under load).
+    pub limit: usize,
+    /// The limit the set declared.
+    pub max: usize,
+    pub banned: bool,
+    bytes: u64,
+    busy: Duration,
+}
+
+impl Health {
+    fn new(max: usize) -> Health {
+        Health {
+            consecutive_failures: 0,
+            limit: max,
+            max,
+            banned: false,
+            bytes: 0,
+            busy: Duration::ZERO,
+        }
+    }
+
+    /// Bytes per second over every successful transfer so far (0 when unknown).
+    pub fn throughput(&self) -> u64 {
+        let secs = self.busy.as_secs_f64();
+        if secs > 0.0 {
+            (self.bytes as f64 / secs) as u64
+        } else {
+            0
+        }
+    }
+}
+
+/// Every declared set and every mirror's health.
+#[derive(Default)]
+pub struct Mirrors {
+    sets: HashMap<String, Vec<String>>,
+    health: HashMap<String, Health>,
+}
+
+impl Mirrors {
+    /// Declare (or replace) a set. `default_max` applies when the set gives no
+    /// `max_per_mirror`.
+    pub fn declare(&mut self, decl: MirrorSetDecl, default_max: usize) {
+        let max = decl.max_per_mirror.unwrap_or(default_max).max(1);
+        for base in &decl.urls {
+            let health = self
+                .health
+                .entry(base.clone())
+                .or_insert_with(|| Health::new(max));
+            health.max = max;
+            health.limit = health.limit.min(max).max(1);
+        }
+        self.sets.insert(decl.set, decl.urls);
+    }
+
+    /// The base URLs of a set, in declared order.
+    pub fn bases(&self, set: &str) -> Option<&[String]> {
+        self.sets.get(set).map(Vec::as_slice)
+    }
+
+    pub fn health(&self, base: &str) -> Option<&Health> {
+        self.health.get(base)
+    }
+
+    /// The current limit on parallel transfers to `base`.
+    pub fn limit(&self, base: &str) -> usize {
+        self.health.get(base).map_or(1, |h| h.limit)
+    }
+
+    /// The best base URL of `set` for a download that has tried `tried` and ruled out
+    /// `excluded`; `load` tells how many transfers (running or queued) a base has now.
+    pub fn choose(
+        &self,
+        set: &str,
+        tried: &[String],
+        excluded: &[String],
+        load: impl Fn(&str) -> usize,
+    ) -> Option<String> {
+        let bases = self.sets.get(set)?;
+        bases
+            .iter()
+            .enumerate()
+            .filter(|(_, base)| !excluded.contains(base))
+            .filter_map(|(index, base)| {
+                let health = self.health.get(base)?;
+                if health.banned {
+                    return None;
+                }
+                let untried = !tried.contains(base);
+                let tier = health.consecutive_failures.min(3);
+                let busy = load(base) * 1000 / health.limit.max(1);
+                let rank = (
+                    !untried,
+                    tier,
+                    busy,
+                    std::cmp::Reverse(health.throughput() >> 16),
+                    index,
+                );
+                Some((rank, base))
+            })
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, base)| base.clone())
+    }
+
+    /// A transfer from `base` succeeded: `bytes` in `elapsed`.
+    pub fn record_success(&mut self, base: &str, bytes: u64, elapsed: Duration) {
+        if let Some(health) = self.health.get_mut(base) {
+            health.consecutive_failures = 0;
+            health.bytes += bytes;
+            health.busy += elapsed;
+            if health.limit < health.max {
+                health.limit += 1;
+            }
+        }
+    }
+
+    /// A transfer from `base` failed. `others_running` says whether the mirror was busy with
+    /// other transfers of ours at the time. Returns true when the mirror's limit changed.
+    pub fn record_failure(
+        &mut self,
+        base: &str,
+        disposition: Disposition,
+        others_running: bool,
+    ) -> bool {
+        let Some(health) = self.health.get_mut(base) else {
+            return false;
+        };
+        match disposition {
+            Disposition::Transient if others_running => {
+                // Failing only under load: ask less of it rather than give up on it.
+                let before = health.limit;
+                health.limit = (health.limit - 1).max(1);
+                return health.limit != before;
+            }
+            Disposition::Transient | Disposition::BadSource => {
+                health.consecutive_failures += 1;
+                if health.consecutive_failures >= BAN_AFTER && !health.banned {
+                    health.banned = true;
+                    eprintln!(
+                        "fetchmux: mirror {base} failed {} times in a row; not using it again \
+                         this run",
+                        health.consecutive_failures
+                    );
+                }
+            }
+            Disposition::Elsewhere | Disposition::Denied | Disposition::Final => {}
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(urls: &[&str], max: usize) -> Mirrors {
+        let mut m = Mirrors::default();
+        m.declare(
+            MirrorSetDecl {
+                set: "s".into(),
+                urls: urls.iter().map(|u| u.to_string()).collect(),
+                max_per_mirror: Some(max),
+            },
+            4,
+        );
+        m
+    }
+
+    #[test]
+    fn untried_then_healthy_then_least_loaded() {
+        let m = set(&["http://a/", "http://b/"], 4);
+        let none: Vec<String> = vec![];
+        assert_eq!(m.choose("s", &none, &none, |_| 0).unwrap(), "http://a/");
+        assert_eq!(
+            m.choose("s", &none, &none, |b| usize::from(b == "http://a/") * 3)
+                .unwrap(),
+            "http://b/"
+        );
+        let tried = vec!["http://a/".to_string()];
+        assert_eq!(m.choose("s", &tried, &none, |_| 0).unwrap(), "http://b/");
+        let excluded = vec!["http://a/".to_string(), "http://b/".to_string()];
+        assert!(m.choose("s", &none, &excluded, |_| 0).is_none());
+    }
+
+    #[test]
+    fn a_failing_mirror_drops_behind_and_is_banned() {
+        let mut m = set(&["http://a/", "http://b/"], 4);
+        let none: Vec<String> = vec![];
+        m.record_failure("http://a/", Disposition::BadSource, false);
+        assert_eq!(m.choose("s", &none, &none, |_| 0).unwrap(), "http://b/");
+        for _ in 1..BAN_AFTER {
+            m.record_failure("http://a/", Disposition::Transient, false);
+        }
+        assert!(m.health("http://a/").unwrap().banned);
+        let b_only = vec!["http://b/".to_string()];
+        assert!(m.choose("s", &none, &b_only, |_| 0).is_none());
+    }
+
+    #[test]
+    fn failing_under_load_lowers_the_limit_only() {
+        let mut m = set(&["http://a/"], 4);
+        assert!(m.record_failure("http://a/", Disposition::Transient, true));
+        assert_eq!(m.limit("http://a/"), 3);
+        assert_eq!(m.health("http://a/").unwrap().consecutive_failures, 0);
+        m.record_success("http://a/", 10, Duration::from_millis(5));
+        assert_eq!(m.limit("http://a/"), 4);
+    }
+}
