@@ -394,21 +394,41 @@ impl Engine {
                 let slot = protocol::host_key(url).unwrap_or_default();
                 (url.clone(), url.clone(), slot)
             }
-            Source::Mirror { set, path } => {
+            Source::Mirror { set, .. } => {
                 let scheduler = &self.scheduler;
                 let load = |base: &str| scheduler.load(&mirror_slot(base));
                 let Some(base) = self.mirrors.choose(set, tried, excluded, load) else {
                     return false;
                 };
-                let slot = mirror_slot(&base);
-                self.scheduler.set_limit(&slot, self.mirrors.limit(&base));
-                (base.clone(), format!("{base}{path}"), slot)
+                self.use_mirror(job, base);
+                return true;
             }
         };
         job.origin = origin;
         job.url = url;
         job.slot = slot;
         true
+    }
+
+    /// Point a mirror job's next attempt at `base`.
+    fn use_mirror(&mut self, job: &mut Job, base: String) {
+        let Source::Mirror { path, .. } = &job.request.source else {
+            return;
+        };
+        job.url = format!("{base}{path}");
+        job.slot = mirror_slot(&base);
+        self.scheduler
+            .set_limit(&job.slot, self.mirrors.limit(&base));
+        job.origin = base;
+    }
+
+    /// For a mirror job about to start: a mirror that has become clearly better.
+    fn better_mirror(&self, job: &Job) -> Option<String> {
+        let Source::Mirror { set, .. } = &job.request.source else {
+            return None;
+        };
+        self.mirrors
+            .better_than(set, &job.origin, &job.tried, &job.excluded)
     }
 
     fn requeue_due_retries(&mut self) {
@@ -436,7 +456,7 @@ impl Engine {
                 self.report_failed(id, &FetchError::Cancelled, &attempts);
             }
             Some(Live::Active { token }) => {
-                let (mut job, sink) = self.detach(token);
+                let (mut job, sink, _) = self.detach(token);
                 keep_if_resumable(sink);
                 job.attempts.push(AttemptBody {
                     url: job.url.clone(),
@@ -452,7 +472,14 @@ impl Engine {
 
     /// Start queued downloads while the limits allow.
     fn admit(&mut self) {
-        while let Some(job) = self.scheduler.admit_next() {
+        while let Some(mut job) = self.scheduler.admit_next() {
+            if let Some(better) = self.better_mirror(&job) {
+                // Health changed while it waited: requeue it for the better mirror.
+                self.scheduler.release(&job.slot);
+                self.use_mirror(&mut job, better);
+                self.scheduler.push(job);
+                continue;
+            }
             if job.attempts.is_empty() {
                 let request = &job.request;
                 if let Some(placed) = sink::cached(&request.dest, request.size, &request.hashes) {
@@ -501,8 +528,9 @@ impl Engine {
         }
     }
 
-    /// Take an active transfer out of curl and the slot tables; returns its job and sink.
-    fn detach(&mut self, token: usize) -> (Box<Job>, Option<Sink>) {
+    /// Take an active transfer out of curl and the slot tables; returns its job, its sink
+    /// and the response head.
+    fn detach(&mut self, token: usize) -> (Box<Job>, Option<Sink>, ResponseHead) {
         let handle = self.transfers.remove(token);
         let removed = self.multi.remove2(handle);
         self.curl_io.apply(self.poll.registry());
@@ -519,7 +547,7 @@ impl Engine {
         if job.request.progress {
             self.progress_wanted -= 1;
         }
-        (job, sink)
+        (job, sink, std::mem::take(&mut transfer.head))
     }
 
     fn collect_finished(&mut self) {
@@ -551,9 +579,8 @@ impl Engine {
             status
         };
         let verdict = attempt::judge(transfer, result, status);
-        let head = std::mem::take(&mut transfer.head);
         let elapsed = transfer.started_at.elapsed();
-        let (job, sink) = self.detach(token);
+        let (job, sink, head) = self.detach(token);
         let mut sink = sink.expect("sink present until the attempt ends");
         let outcome = match verdict {
             Verdict::Body | Verdict::PartialComplete => {
@@ -808,7 +835,7 @@ impl Engine {
     fn abort_all(&mut self) {
         let tokens: Vec<usize> = self.transfers.iter().map(|(token, _)| token).collect();
         for token in tokens {
-            let (mut job, sink) = self.detach(token);
+            let (mut job, sink, _) = self.detach(token);
             keep_if_resumable(sink);
             job.attempts.push(AttemptBody {
                 url: job.url.clone(),

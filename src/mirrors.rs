@@ -126,6 +126,38 @@ impl Mirrors {
             .map(|(_, base)| base.clone())
     }
 
+    /// A base clearly better than `current` for this download now: untried where `current`
+    /// was tried, or healthier. Load is left out on purpose: the choice made when the job
+    /// was queued balanced the load; this only catches health that changed since.
+    pub fn better_than(
+        &self,
+        set: &str,
+        current: &str,
+        tried: &[String],
+        excluded: &[String],
+    ) -> Option<String> {
+        let standing = |base: &str| {
+            let health = self.health.get(base)?;
+            (!health.banned).then(|| {
+                (
+                    tried.iter().any(|t| t == base),
+                    health.consecutive_failures.min(3),
+                )
+            })
+        };
+        let best = self
+            .sets
+            .get(set)?
+            .iter()
+            .filter(|base| !excluded.contains(base))
+            .filter_map(|base| Some((standing(base)?, base)))
+            .min_by(|a, b| a.0.cmp(&b.0))?;
+        match standing(current) {
+            Some(now) if now <= best.0 => None,
+            _ => Some(best.1.clone()),
+        }
+    }
+
     /// A transfer from `base` succeeded: `bytes` in `elapsed`.
     pub fn record_success(&mut self, base: &str, bytes: u64, elapsed: Duration) {
         if let Some(health) = self.health.get_mut(base) {
@@ -218,6 +250,19 @@ mod tests {
         assert!(m.health("http://a/").unwrap().banned);
         let b_only = vec!["http://b/".to_string()];
         assert!(m.choose("s", &none, &b_only, |_| 0).is_none());
+    }
+
+    #[test]
+    fn better_than_sees_health_not_load() {
+        let mut m = set(&["http://a/", "http://b/"], 4);
+        let none: Vec<String> = vec![];
+        assert_eq!(m.better_than("s", "http://b/", &none, &none), None);
+        m.record_failure("http://a/", Disposition::BadSource, false);
+        assert_eq!(m.better_than("s", "http://b/", &none, &none), None);
+        assert_eq!(
+            m.better_than("s", "http://a/", &none, &none).as_deref(),
+            Some("http://b/")
+        );
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Header names lowercased.
     pub headers: Vec<(String, String)>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -103,6 +105,8 @@ impl RecordedRequest {
 
 struct State {
     files: Mutex<HashMap<String, Bytes>>,
+    /// Requests seen per route-and-file, for routes that change behaviour after N.
+    hits: Mutex<HashMap<String, usize>>,
     requests: Mutex<Vec<RecordedRequest>>,
     own: Stats,
     shared: Arc<Stats>,
@@ -125,6 +129,7 @@ impl TestServer {
     pub fn start_on(ip: &str, stats: Arc<Stats>) -> TestServer {
         let state = Arc::new(State {
             files: Mutex::new(HashMap::new()),
+            hits: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             own: Stats::default(),
             shared: stats,
@@ -270,13 +275,54 @@ async fn route(state: &State, request: Request<Incoming>) -> Response<Body> {
             .iter()
             .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect(),
+        at: std::time::Instant::now(),
     });
     let file = |name: &str| state.files.lock().unwrap().get(name).cloned();
+    // How many earlier requests this route saw for this file.
+    let earlier = |key: &str| {
+        let mut hits = state.hits.lock().unwrap();
+        let n = hits.entry(key.to_string()).or_insert(0);
+        *n += 1;
+        *n - 1
+    };
     let segments: Vec<&str> = path.trim_start_matches('/').splitn(3, '/').collect();
     let number = |text: &str| text.parse::<u64>().unwrap_or(0);
     match segments.as_slice() {
         ["files", name] => match file(name) {
             Some(body) => serve_file(&request, body),
+            None => respond(404, "no such file\n"),
+        },
+        ["norange", name] => match file(name) {
+            Some(body) => serve_whole(body),
+            None => respond(404, "no such file\n"),
+        },
+        // The first n requests get 503 (with Retry-After when asked), then the file.
+        ["flaky", n, name] => {
+            let (name, query) = name.split_once('?').unwrap_or((name, ""));
+            if earlier(&format!("flaky/{name}")) < number(n) as usize {
+                let mut response = respond(503, "busy\n");
+                if let Some(seconds) = query.strip_prefix("retry_after=") {
+                    response
+                        .headers_mut()
+                        .insert("retry-after", seconds.parse().unwrap());
+                }
+                return response;
+            }
+            match file(name) {
+                Some(body) => serve_file(&request, body),
+                None => respond(404, "no such file\n"),
+            }
+        }
+        // The first request is cut after n bytes; later ones are served (honouring Range).
+        ["cutonce", n, name] => match file(name) {
+            Some(body) if earlier(&format!("cutonce/{name}")) == 0 => cut(body, number(n)),
+            Some(body) => serve_file(&request, body),
+            None => respond(404, "no such file\n"),
+        },
+        // The same, but later requests ignore Range.
+        ["cutonce-norange", n, name] => match file(name) {
+            Some(body) if earlier(&format!("cutonce-norange/{name}")) == 0 => cut(body, number(n)),
+            Some(body) => serve_whole(body),
             None => respond(404, "no such file\n"),
         },
         ["status", code] => {
@@ -305,15 +351,7 @@ async fn route(state: &State, request: Request<Incoming>) -> Response<Body> {
             }
         }
         ["cut", n, name] => match file(name) {
-            Some(body) => {
-                let keep = (number(n) as usize).min(body.len());
-                streamed(Some(body.len()), move |mut tx| async move {
-                    let _ = tx.send_data(body.slice(..keep)).await;
-                    // Give the bytes time to leave before the connection is torn down.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    tx.abort(std::io::Error::other("cut"));
-                })
-            }
+            Some(body) => cut(body, number(n)),
             None => respond(404, "no such file\n"),
         },
         ["gzip", name] => match file(name) {
@@ -360,13 +398,90 @@ async fn route(state: &State, request: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn serve_file(request: &Request<Incoming>, body: Bytes) -> Response<Body> {
-    let _ = request;
+/// Headers with the full Content-Length, then only the first `keep` bytes, then the
+/// connection is torn down.
+fn cut(body: Bytes, keep: u64) -> Response<Body> {
+    let keep = (keep as usize).min(body.len());
+    let mut response = streamed(Some(body.len()), move |mut tx| async move {
+        let _ = tx.send_data(body.slice(..keep)).await;
+        // Give the bytes time to leave before the connection is torn down.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.abort(std::io::Error::other("cut"));
+    });
+    response
+        .headers_mut()
+        .insert("etag", "\"stable\"".parse().unwrap());
+    response
+}
+
+/// A stable validator for a body: its length and a cheap sum of its bytes.
+pub fn etag_of(body: &[u8]) -> String {
+    let sum = body.iter().fold(0u64, |acc, &b| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    format!("\"{}-{sum:x}\"", body.len())
+}
+
+const LAST_MODIFIED: &str = "Sat, 01 Jan 2022 00:00:00 GMT";
+
+/// 200 with the whole body, ignoring Range and conditionals.
+fn serve_whole(body: Bytes) -> Response<Body> {
     Response::builder()
         .status(200)
         .header("content-length", body.len())
         .header("content-type", "application/octet-stream")
+        .header("etag", etag_of(&body))
+        .header("last-modified", LAST_MODIFIED)
         .body(full(body))
+        .unwrap()
+}
+
+/// A file as a careful server serves it: If-None-Match → 304, Range → 206 or 416.
+fn serve_file(request: &Request<Incoming>, body: Bytes) -> Response<Body> {
+    let etag = etag_of(&body);
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if header("if-none-match").is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) {
+        return Response::builder()
+            .status(304)
+            .header("etag", &etag)
+            .header("last-modified", LAST_MODIFIED)
+            .body(full(Bytes::new()))
+            .unwrap();
+    }
+    let if_range_ok = header("if-range").is_none_or(|v| v == etag || v == LAST_MODIFIED);
+    let range = header("range").filter(|_| if_range_ok);
+    let Some(spec) = range.as_deref().and_then(|r| r.strip_prefix("bytes=")) else {
+        return serve_whole(body);
+    };
+    let len = body.len() as u64;
+    let (start, end) = spec.split_once('-').unwrap_or((spec, ""));
+    let start: u64 = start.parse().unwrap_or(u64::MAX);
+    let end: u64 = if end.is_empty() {
+        len.saturating_sub(1)
+    } else {
+        end.parse::<u64>().unwrap_or(0).min(len.saturating_sub(1))
+    };
+    if start >= len || start > end {
+        return Response::builder()
+            .status(416)
+            .header("content-range", format!("bytes */{len}"))
+            .body(full(Bytes::new()))
+            .unwrap();
+    }
+    let slice = body.slice(start as usize..=end as usize);
+    Response::builder()
+        .status(206)
+        .header("content-length", slice.len())
+        .header("content-range", format!("bytes {start}-{end}/{len}"))
+        .header("etag", etag)
+        .header("last-modified", LAST_MODIFIED)
+        .body(full(slice))
         .unwrap()
 }
 

@@ -1,0 +1,457 @@
+//! Package-manager semantics, end to end: mirrors and their health, retries and backoff,
+//! resume, byte ranges, conditional requests, and the guards against stalled or endless
+//! bodies. Each test drives the real binary against the test server's fault modes.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::client::{self, bytes, download, entries, sha256_hex, Helper};
+use support::server::{etag_of, Stats, TestServer};
+
+fn mirrors(set: &str, urls: &[String]) -> Value {
+    json!({"op": "mirrors", "set": set, "urls": urls})
+}
+
+fn from_mirror(id: &str, set: &str, path: &str, dest: &std::path::Path, body: &[u8]) -> Value {
+    json!({"op": "download", "id": id, "mirror": set, "path": path, "dest": dest,
+           "size": body.len(), "hashes": {"sha256": sha256_hex(body)}})
+}
+
+/// The URLs of `id`'s `start` events, in order.
+fn starts(run: &client::Run, id: &str) -> Vec<String> {
+    run.of("start")
+        .iter()
+        .filter(|e| e["id"] == id)
+        .map(|e| e["url"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_404_mirror_fails_over_at_once() {
+    let stats = Stats::new();
+    let m1 = TestServer::start_on("127.0.0.1", stats.clone());
+    let m2 = TestServer::start_on("127.0.0.2", stats);
+    let body = bytes(1, 20_000);
+    m2.add_file("a.rpm", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("a.rpm");
+    let run = client::run(
+        &[],
+        &[
+            mirrors("f", &[m1.url("/files/"), m2.url("/files/")]),
+            from_mirror("a", "f", "a.rpm", &dest, &body),
+        ],
+    );
+    let done = run.done("a");
+    assert_eq!(done["url"], m2.url("/files/a.rpm"));
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(
+        starts(&run, "a"),
+        vec![m1.url("/files/a.rpm"), m2.url("/files/a.rpm")]
+    );
+    // The smallest backoff is 250 ms: a download this quick spent none.
+    let elapsed = done["elapsed_ms"].as_u64().unwrap();
+    assert!(elapsed < 250, "failover after a 404 took {elapsed} ms");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn corrupt_mirror_bytes_never_reach_dest_and_the_mirror_drops_behind() {
+    let stats = Stats::new();
+    let bad = TestServer::start_on("127.0.0.1", stats.clone());
+    let good = TestServer::start_on("127.0.0.2", stats);
+    let dir = tempfile::tempdir().unwrap();
+    let mut requests = vec![mirrors("f", &[bad.url("/files/"), good.url("/files/")])];
+    let mut bodies = Vec::new();
+    for i in 0..6u64 {
+        let body = bytes(10 + i, 30_000);
+        let mut corrupt = body.clone();
+        corrupt[12_345] ^= 0xff;
+        let name = format!("p{i}.rpm");
+        bad.add_file(&name, corrupt);
+        good.add_file(&name, body.clone());
+        requests.push(from_mirror(
+            &format!("p{i}"),
+            "f",
+            &name,
+            &dir.path().join(&name),
+            &body,
+        ));
+        bodies.push(body);
+    }
+    // One at a time, so that each download sees the health the previous ones left.
+    let run = client::run(&["--max-parallel", "1"], &requests);
+    for (i, body) in bodies.iter().enumerate() {
+        let id = format!("p{i}");
+        assert_eq!(run.done(&id)["url"], good.url(&format!("/files/p{i}.rpm")));
+        assert_eq!(
+            &std::fs::read(dir.path().join(format!("p{i}.rpm"))).unwrap(),
+            body
+        );
+    }
+    assert_eq!(
+        starts(&run, "p0")[0],
+        bad.url("/files/p0.rpm"),
+        "declared order at first"
+    );
+    for i in 1..6 {
+        let first = &starts(&run, &format!("p{i}"))[0];
+        assert_eq!(
+            first,
+            &good.url(&format!("/files/p{i}.rpm")),
+            "after a bad digest"
+        );
+    }
+    let failures = run.of("start").len() - 6;
+    assert_eq!(
+        failures, 1,
+        "the bad mirror was tried once, then put behind"
+    );
+    assert_eq!(entries(dir.path()).len(), 6, "no stray temporary files");
+}
+
+#[test]
+fn every_mirror_bad_lists_every_attempt_and_others_complete() {
+    let stats = Stats::new();
+    let m1 = TestServer::start_on("127.0.0.1", stats.clone());
+    let m2 = TestServer::start_on("127.0.0.2", stats);
+    let dir = tempfile::tempdir().unwrap();
+    let good = bytes(5, 1000);
+    m1.add_file("ok.rpm", good.clone());
+    m1.add_file("bad.rpm", bytes(6, 1000));
+    m2.add_file("bad.rpm", bytes(7, 1000));
+    let wanted = bytes(8, 1000);
+    let requests = [
+        mirrors("f", &[m1.url("/files/"), m2.url("/files/")]),
+        from_mirror("bad", "f", "bad.rpm", &dir.path().join("bad.rpm"), &wanted),
+        from_mirror(
+            "missing",
+            "f",
+            "nope.rpm",
+            &dir.path().join("nope.rpm"),
+            &wanted,
+        ),
+        from_mirror("ok", "f", "ok.rpm", &dir.path().join("ok.rpm"), &good),
+    ];
+    let run = client::run(&[], &requests);
+    run.done("ok");
+    assert_eq!(run.failed_kind("bad"), "checksum_mismatch");
+    let attempts = run.outcome("bad")["attempts"].as_array().unwrap().clone();
+    let urls: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2);
+    assert!(urls.contains(&m1.url("/files/bad.rpm").as_str()));
+    assert!(urls.contains(&m2.url("/files/bad.rpm").as_str()));
+    assert_eq!(run.failed_kind("missing"), "http_status");
+    assert_eq!(
+        run.outcome("missing")["attempts"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(entries(dir.path()), vec!["ok.rpm"]);
+    assert_eq!(run.status, 1);
+}
+
+#[test]
+fn retry_after_is_honoured_while_other_transfers_go_on() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let body = bytes(3, 5000);
+    server.add_file("busy", body.clone());
+    let mut requests = vec![{
+        let mut r = download(
+            "busy",
+            &server.url("/flaky/1/busy?retry_after=2"),
+            &dir.path().join("busy"),
+        );
+        r["hashes"] = json!({"sha256": sha256_hex(&body)});
+        r
+    }];
+    for i in 0..50 {
+        server.add_file(&format!("f{i}"), bytes(100 + i, 2000));
+        requests.push(download(
+            &format!("f{i}"),
+            &server.url(&format!("/delay/60/f{i}")),
+            &dir.path().join(format!("f{i}")),
+        ));
+    }
+    let run = client::run(&["--max-parallel", "2"], &requests);
+    run.done("busy");
+    assert_eq!(std::fs::read(dir.path().join("busy")).unwrap(), body);
+    let seen = server.requests();
+    let busy: Vec<Instant> = seen
+        .iter()
+        .filter(|r| r.path.contains("flaky"))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(busy.len(), 2, "one 503, one retry");
+    let wait = busy[1] - busy[0];
+    assert!(
+        wait >= Duration::from_secs(2),
+        "retried after {wait:?}, Retry-After said 2 s"
+    );
+    assert!(wait < Duration::from_secs(5), "retried after {wait:?}");
+    let during = seen
+        .iter()
+        .filter(|r| r.path.contains("delay") && r.at > busy[0] && r.at < busy[1])
+        .count();
+    assert!(
+        during >= 20,
+        "only {during} other transfers ran during the wait"
+    );
+    for i in 0..50 {
+        run.done(&format!("f{i}"));
+    }
+}
+
+#[test]
+fn a_cut_body_resumes_with_range_and_verifies() {
+    let server = TestServer::start();
+    let body = bytes(21, 100_000);
+    server.add_file("big", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big");
+    let mut request = download("big", &server.url("/cutonce/60000/big"), &dest);
+    request["resume"] = json!(true);
+    request["size"] = json!(body.len());
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let run = client::run(&[], &[request]);
+    let done = run.done("big");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("range"), None);
+    assert_eq!(seen[1].header("range"), Some("bytes=60000-"));
+    assert_eq!(seen[1].header("if-range"), Some("\"stable\""));
+    assert_eq!(
+        entries(dir.path()),
+        vec!["big"],
+        "partial and its record are gone"
+    );
+}
+
+#[test]
+fn a_server_that_then_ignores_range_restarts_without_appending() {
+    let server = TestServer::start();
+    let body = bytes(22, 100_000);
+    server.add_file("big", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big");
+    let mut request = download("big", &server.url("/cutonce-norange/60000/big"), &dest);
+    request["resume"] = json!(true);
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let run = client::run(&[], &[request]);
+    run.done("big");
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        body,
+        "restarted, not appended"
+    );
+    assert_eq!(server.requests()[1].header("range"), Some("bytes=60000-"));
+}
+
+#[test]
+fn a_partial_survives_into_the_next_run() {
+    let server = TestServer::start();
+    let body = bytes(23, 80_000);
+    server.add_file("big", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("big");
+    let mut request = download("big", &server.url("/cutonce/30000/big"), &dest);
+    request["resume"] = json!(true);
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    // First run: no retries, so the cut leaves a partial behind.
+    let run = client::run(&["--retries", "0"], &[request.clone()]);
+    assert_eq!(run.failed_kind("big"), "truncated");
+    assert_eq!(
+        entries(dir.path()),
+        vec![".big.fetchmux-partial", ".big.fetchmux-partial.meta"]
+    );
+    let run = client::run(&[], &[request]);
+    run.done("big");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(server.requests()[1].header("range"), Some("bytes=30000-"));
+}
+
+#[test]
+fn a_foreign_partial_is_not_trusted() {
+    let server = TestServer::start();
+    let body = bytes(24, 50_000);
+    server.add_file("f", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    // Someone else's bytes, and even a record claiming them, at our partial's name.
+    std::fs::write(dir.path().join(".f.fetchmux-partial"), &body[..20_000]).unwrap();
+    std::fs::write(
+        dir.path().join(".f.fetchmux-partial.meta"),
+        b"{\"length\":20000}",
+    )
+    .unwrap();
+    let mut request = download("f", &server.url("/files/f"), &dest);
+    request["resume"] = json!(true);
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let run = client::run(&[], &[request]);
+    run.done("f");
+    assert_eq!(
+        server.requests()[0].header("range"),
+        None,
+        "started from zero"
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    assert_eq!(entries(dir.path()), vec!["f"]);
+}
+
+#[test]
+fn a_range_request_stores_exactly_those_bytes() {
+    let server = TestServer::start();
+    let body = bytes(25, 70_000);
+    server.add_file("wheel", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let slice = &body[1000..=66_535];
+    let mut requests = Vec::new();
+    for (id, route) in [("honoured", "/files/wheel"), ("ignored", "/norange/wheel")] {
+        let mut r = download(id, &server.url(route), &dir.path().join(id));
+        r["range"] = json!({"start": 1000, "end": 66_535});
+        r["hashes"] = json!({"sha256": sha256_hex(slice)});
+        requests.push(r);
+    }
+    let run = client::run(&[], &requests);
+    assert_eq!(run.done("honoured")["status"], 206);
+    assert_eq!(run.done("ignored")["status"], 200);
+    assert_eq!(std::fs::read(dir.path().join("honoured")).unwrap(), slice);
+    assert_eq!(std::fs::read(dir.path().join("ignored")).unwrap(), slice);
+    let ranges: Vec<Option<String>> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("range").map(str::to_string))
+        .collect();
+    assert!(
+        ranges
+            .iter()
+            .all(|r| r.as_deref() == Some("bytes=1000-66535")),
+        "{ranges:?}"
+    );
+}
+
+#[test]
+fn not_modified_leaves_dest_untouched_and_reports_validators() {
+    let server = TestServer::start();
+    let body = bytes(26, 9000);
+    server.add_file("repomd.xml", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("repomd.xml");
+    // First fetch: the client learns the validators.
+    let run = client::run(
+        &[],
+        &[download("m", &server.url("/files/repomd.xml"), &dest)],
+    );
+    let done = run.done("m");
+    let etag = done["etag"].as_str().unwrap().to_string();
+    assert_eq!(etag, etag_of(&body));
+    assert!(done["last_modified"].is_string());
+    let before = std::fs::read(&dest).unwrap();
+    let modified = std::fs::metadata(&dest).unwrap().modified().unwrap();
+    // Second fetch, conditional: 304.
+    let mut request = download("m", &server.url("/files/repomd.xml"), &dest);
+    request["if_none_match"] = json!(etag);
+    let run = client::run(&[], &[request]);
+    let done = run.done("m");
+    assert_eq!(done["not_modified"], true);
+    assert_eq!(done["status"], 304);
+    assert_eq!(std::fs::read(&dest).unwrap(), before);
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().modified().unwrap(),
+        modified
+    );
+    assert_eq!(entries(dir.path()), vec!["repomd.xml"]);
+    assert_eq!(
+        server.requests()[1].header("if-none-match"),
+        Some(etag.as_str())
+    );
+}
+
+/// Peak resident memory of a running process, from /proc (kB).
+fn vm_rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn an_endless_body_stops_at_the_cap_with_flat_memory() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = Helper::spawn(&["--max-size", "300M"]);
+    helper.send(&download(
+        "endless",
+        &server.url("/endless"),
+        &dir.path().join("e"),
+    ));
+    helper.close_stdin();
+    let pid = helper.pid();
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while let Some(rss) = vm_rss_kb(pid) {
+        samples.push(rss);
+        if started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = helper.collect();
+    assert_eq!(run.failed_kind("endless"), "too_large");
+    assert!(samples.len() >= 5, "too few samples: {samples:?}");
+    let peak = samples.iter().max().unwrap();
+    assert!(
+        *peak < 64 * 1024,
+        "RSS peaked at {peak} kB while receiving 300 MB"
+    );
+    assert!(entries(dir.path()).is_empty());
+}
+
+#[test]
+fn a_trickle_fails_as_too_slow_within_the_window() {
+    let server = TestServer::start();
+    server.add_file("t", bytes(27, 50_000));
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let run = client::run(
+        &[
+            "--low-speed-limit",
+            "100",
+            "--low-speed-time",
+            "2",
+            "--retries",
+            "0",
+        ],
+        &[download(
+            "t",
+            &server.url("/trickle/10/t"),
+            &dir.path().join("t"),
+        )],
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(run.failed_kind("t"), "too_slow");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+}
+
+#[test]
+fn unknown_mirror_sets_are_invalid() {
+    let run = client::run(
+        &[],
+        &[json!({"op": "download", "id": "x", "mirror": "nope", "path": "a", "dest": "/tmp/x"})],
+    );
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 1);
+    assert!(invalid[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
+}
