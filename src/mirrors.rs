@@ -27,6 +27,8 @@ pub struct Health {
     /// The limit the set declared.
     pub max: usize,
     pub banned: bool,
+    /// Successes since the limit last changed (it grows back slowly).
+    successes_at_limit: usize,
     bytes: u64,
     busy: Duration,
 }
@@ -38,6 +40,7 @@ impl Health {
             limit: max,
             max,
             banned: false,
+            successes_at_limit: 0,
             bytes: 0,
             busy: Duration::ZERO,
         }
@@ -164,8 +167,12 @@ impl Mirrors {
             health.consecutive_failures = 0;
             health.bytes += bytes;
             health.busy += elapsed;
-            if health.limit < health.max {
+            // Additive increase: one more parallel transfer after a limit's worth of
+            // successes twice over.
+            health.successes_at_limit += 1;
+            if health.limit < health.max && health.successes_at_limit >= 2 * health.limit {
                 health.limit += 1;
+                health.successes_at_limit = 0;
             }
         }
     }
@@ -183,9 +190,11 @@ impl Mirrors {
         };
         match disposition {
             Disposition::Transient if others_running => {
-                // Failing only under load: ask less of it rather than give up on it.
+                // Failing only under load: ask less of it rather than give up on it
+                // (multiplicative decrease).
                 let before = health.limit;
-                health.limit = (health.limit - 1).max(1);
+                health.limit = (health.limit / 2).max(1);
+                health.successes_at_limit = 0;
                 return health.limit != before;
             }
             Disposition::Transient | Disposition::BadSource => {
@@ -269,9 +278,13 @@ mod tests {
     fn failing_under_load_lowers_the_limit_only() {
         let mut m = set(&["http://a/"], 4);
         assert!(m.record_failure("http://a/", Disposition::Transient, true));
-        assert_eq!(m.limit("http://a/"), 3);
+        assert_eq!(m.limit("http://a/"), 2);
         assert_eq!(m.health("http://a/").unwrap().consecutive_failures, 0);
+        for _ in 0..3 {
+            m.record_success("http://a/", 10, Duration::from_millis(5));
+        }
+        assert_eq!(m.limit("http://a/"), 2, "grows back slowly");
         m.record_success("http://a/", 10, Duration::from_millis(5));
-        assert_eq!(m.limit("http://a/"), 4);
+        assert_eq!(m.limit("http://a/"), 3);
     }
 }

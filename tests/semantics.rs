@@ -455,3 +455,113 @@ fn unknown_mirror_sets_are_invalid() {
         .unwrap()
         .contains("nope"));
 }
+
+#[test]
+fn discovery_to_depth_six_with_the_example_client() {
+    let server = TestServer::start();
+    let mut files = Vec::new();
+    // Six levels of indexes, each naming two plain files and (above the last level) two
+    // more indexes. Built bottom-up so every index knows its children's digests.
+    fn index(
+        server: &TestServer,
+        files: &mut Vec<(String, Vec<u8>)>,
+        name: &str,
+        depth: u32,
+    ) -> Vec<u8> {
+        let mut text = String::new();
+        for i in 0..2 {
+            let child = format!("{}-f{i}.bin", name.trim_end_matches(".idx"));
+            let body = bytes(
+                u64::from(depth) * 100 + files.len() as u64,
+                500 + files.len(),
+            );
+            server.add_file(&child, body.clone());
+            text.push_str(&format!("{} {} {child}\n", sha256_hex(&body), body.len()));
+            files.push((child, body));
+        }
+        if depth < 5 {
+            for i in 0..2 {
+                let child = format!("{}-{i}.idx", name.trim_end_matches(".idx"));
+                let body = index(server, files, &child, depth + 1);
+                text.push_str(&format!("{} {} {child}\n", sha256_hex(&body), body.len()));
+                files.push((child, body));
+            }
+        }
+        let body = text.into_bytes();
+        server.add_file(name, body.clone());
+        body
+    }
+    let root = index(&server, &mut files, "root.idx", 0);
+    files.push(("root.idx".to_string(), root.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/discover.py");
+    let output = std::process::Command::new("python3")
+        .arg(example)
+        .args(["--fetchmux", client::binary().to_str().unwrap()])
+        .args(["--base", &server.url("/files/")])
+        .args(["--out", dir.path().to_str().unwrap()])
+        .args(["--root-sha256", &sha256_hex(&root)])
+        .arg("root.idx")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        files.len(),
+        63 + 126,
+        "63 indexes over six levels, two files each"
+    );
+    for (name, body) in &files {
+        assert_eq!(
+            &std::fs::read(dir.path().join(name)).unwrap(),
+            body,
+            "{name}"
+        );
+    }
+    assert!(
+        stdout.contains(&format!("{} done, 0 failed", files.len())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_mirror_failing_only_under_load_gets_fewer_transfers_not_a_ban() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut requests = vec![
+        json!({"op": "mirrors", "set": "m", "urls": [server.url("/limited/2/")],
+                                   "max_per_mirror": 6}),
+    ];
+    for i in 0..30 {
+        let body = bytes(300 + i, 1000);
+        server.add_file(&format!("f{i}"), body.clone());
+        requests.push(from_mirror(
+            &format!("f{i}"),
+            "m",
+            &format!("f{i}"),
+            &dir.path().join(format!("f{i}")),
+            &body,
+        ));
+    }
+    let run = client::run(&["--max-parallel", "16", "--retries", "8"], &requests);
+    for i in 0..30 {
+        run.done(&format!("f{i}"));
+    }
+    let refused = server.requests().len() - 30;
+    eprintln!("the overloaded mirror refused {refused} requests");
+    assert!(
+        refused > 0,
+        "the server did refuse some requests under load"
+    );
+    // Six at a time against a server that takes two keeps being refused if the limit does
+    // not come down (24 refusals with a limit that only stepped down by one; 8 with halving).
+    assert!(refused < 20, "{refused} refusals: the limit did not adapt");
+    assert_eq!(
+        run.status, 0,
+        "no download failed: the mirror was never put aside"
+    );
+}

@@ -107,6 +107,8 @@ struct State {
     files: Mutex<HashMap<String, Bytes>>,
     /// Requests seen per route-and-file, for routes that change behaviour after N.
     hits: Mutex<HashMap<String, usize>>,
+    /// Requests inside the `/limited/` route right now.
+    in_flight: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     own: Stats,
     shared: Arc<Stats>,
@@ -130,6 +132,7 @@ impl TestServer {
         let state = Arc::new(State {
             files: Mutex::new(HashMap::new()),
             hits: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             own: Stats::default(),
             shared: stats,
@@ -308,6 +311,20 @@ async fn route(state: &State, request: Request<Incoming>) -> Response<Body> {
                 }
                 return response;
             }
+            match file(name) {
+                Some(body) => serve_file(&request, body),
+                None => respond(404, "no such file\n"),
+            }
+        }
+        // A server that copes with n requests at a time: more get 503 at once; each
+        // accepted one takes 100 ms.
+        ["limited", n, name] => {
+            if state.in_flight.fetch_add(1, Ordering::SeqCst) >= number(n) as usize {
+                state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return respond(503, "overloaded\n");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
             match file(name) {
                 Some(body) => serve_file(&request, body),
                 None => respond(404, "no such file\n"),
