@@ -3,7 +3,8 @@
 # Idempotent and quiet when everything is present; needs root (or sudo) to install.
 set -euo pipefail
 
-packages=(pkg-config libssl-dev ca-certificates python3 make gcc)
+# nginx-light and openssl: the interop tests run a real nginx over HTTP/1.1 and TLS + HTTP/2.
+packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod nginx;
 pub mod server;

@@ -1,0 +1,106 @@
+//! Interop with a real server: Debian's nginx, over plain HTTP/1.1 and over TLS with
+//! HTTP/2. What the server logged (connection numbers, protocol) is the evidence.
+
+mod support;
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use support::client::{self, bytes, download, sha256_hex};
+use support::nginx::Nginx;
+
+fn files(root: &std::path::Path, count: usize) -> Vec<(String, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let body = bytes(500 + i as u64, 3000 + 37 * i);
+            let name = format!("p{i}.rpm");
+            std::fs::write(root.join(&name), &body).unwrap();
+            (name, body)
+        })
+        .collect()
+}
+
+#[test]
+fn https_with_http2_multiplexes_and_verifies_tls() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 200);
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let requests: Vec<_> = files
+        .iter()
+        .map(|(name, body)| {
+            let url = format!("https://127.0.0.1:{}/{name}", nginx.https_port);
+            let mut r = download(name, &url, &out.path().join(name));
+            r["hashes"] = json!({"sha256": sha256_hex(body)});
+            r
+        })
+        .collect();
+    let cert = nginx.cert();
+    let args = [
+        "--ca-file",
+        cert.to_str().unwrap(),
+        "--max-parallel",
+        "64",
+        "--max-per-host",
+        "64",
+    ];
+    let run = client::run(&args, &requests);
+    assert_eq!(run.status, 0);
+    for (name, body) in &files {
+        run.done(name);
+        assert_eq!(&std::fs::read(out.path().join(name)).unwrap(), body);
+    }
+    let log = nginx.access_log();
+    assert_eq!(log.len(), 200);
+    assert!(log
+        .iter()
+        .all(|(_, proto, status, _)| proto == "HTTP/2.0" && *status == 200));
+    let connections: HashSet<u64> = log.iter().map(|(c, ..)| *c).collect();
+    assert!(
+        connections.len() <= 2,
+        "200 requests over HTTP/2 should share a connection, used {}",
+        connections.len()
+    );
+
+    // Without the test CA the same server is refused: verification is on by default.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://127.0.0.1:{}/p0.rpm", nginx.https_port);
+    let run = client::run(
+        &["--retries", "0"],
+        &[download("untrusted", &url, &dir.path().join("x"))],
+    );
+    assert_eq!(run.failed_kind("untrusted"), "tls");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+#[test]
+fn plain_http_reuses_keepalive_connections() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 300);
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let requests: Vec<_> = files
+        .iter()
+        .map(|(name, body)| {
+            let url = format!("http://127.0.0.1:{}/{name}", nginx.http_port);
+            let mut r = download(name, &url, &out.path().join(name));
+            r["hashes"] = json!({"sha256": sha256_hex(body)});
+            r["size"] = json!(body.len());
+            r
+        })
+        .collect();
+    let run = client::run(&["--max-parallel", "8", "--max-per-host", "8"], &requests);
+    assert_eq!(run.status, 0);
+    for (name, body) in &files {
+        assert_eq!(&std::fs::read(out.path().join(name)).unwrap(), body);
+    }
+    let log = nginx.access_log();
+    assert_eq!(log.len(), 300);
+    assert!(log.iter().all(|(_, proto, ..)| proto == "HTTP/1.1"));
+    let connections: HashSet<u64> = log.iter().map(|(c, ..)| *c).collect();
+    assert!(
+        connections.len() <= 8,
+        "300 requests used {} connections",
+        connections.len()
+    );
+}

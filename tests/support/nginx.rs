@@ -1,0 +1,154 @@
+//! A real nginx (Debian's) for interop tests: plain HTTP/1.1 and TLS with HTTP/2, on
+//! ephemeral loopback ports, with a self-signed certificate made for the test and an access
+//! log that records, per request, the connection it came on and the protocol spoken.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Nginx {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+/// A free port on 127.0.0.1 (released at once; nginx binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(candidate).exists() {
+            return PathBuf::from(candidate);
+        }
+    }
+    panic!("nginx is not installed: run `make deps` (or `make test`, which runs it first)");
+}
+
+impl Nginx {
+    /// Start nginx serving the files of `root`.
+    pub fn start(root: &Path) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "making a test certificate");
+        let (http_port, https_port) = (free_port(), free_port());
+        // Running as root (CI), workers would drop to nobody and could not read a private
+        // temporary directory: keep them as the current user.
+        let user = if unsafe_is_root() { "user root;" } else { "" };
+        let conf = format!(
+            r#"{user}
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    log_format fm '$connection $server_protocol $status $request_uri';
+    access_log {d}/access.log fm;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    sendfile on;
+    keepalive_requests 100000;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{https_port} ssl http2;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        root {root};
+    }}
+}}
+"#,
+            d = d.display(),
+            root = root.display(),
+        );
+        std::fs::write(d.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(d)
+            .arg("-c")
+            .arg(d.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting nginx");
+        let nginx = Nginx {
+            child,
+            dir,
+            http_port,
+            https_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
+            assert!(Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nginx
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    /// `(connection, protocol, status, uri)` of every logged request. nginx writes the log
+    /// line when a request ends; callers read it after the client has finished.
+    pub fn access_log(&self) -> Vec<(u64, String, u16, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let mut f = line.split(' ');
+                Some((
+                    f.next()?.parse().ok()?,
+                    f.next()?.to_string(),
+                    f.next()?.parse().ok()?,
+                    f.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || std::fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            })
+            .unwrap_or(false)
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
