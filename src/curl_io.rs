@@ -10,6 +10,12 @@
 //! report the socket again if it is still ready, and no transfer stalls waiting for an edge
 //! that already passed. File descriptors are reused by the kernel as soon as curl closes
 //! them, so registry errors on stale descriptors are expected and tolerated.
+//!
+//! Registry calls are syscalls, and with thousands of small files they add up, so two are
+//! saved: a socket curl stops watching stays registered (an idle pooled connection is
+//! usually wanted again moments later; a stray event for it is handed to curl, which ignores
+//! sockets it does not watch, and the kernel drops a closed fd from epoll by itself), and a
+//! socket just re-registered by `apply` is not re-armed a second time.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
@@ -33,10 +39,20 @@ struct Recorded {
     timer: Option<Option<Instant>>,
 }
 
+/// A socket registered with mio for curl.
+#[derive(Clone, Copy)]
+struct Watch {
+    interest: Interest,
+    /// Does curl want events on it now? (An unwanted socket stays registered.)
+    wanted: bool,
+}
+
 /// The engine's side of the glue: what mio watches for curl, and curl's next deadline.
 pub struct CurlIo {
     recorded: Arc<Mutex<Recorded>>,
-    watched: HashMap<RawFd, Interest>,
+    watched: HashMap<RawFd, Watch>,
+    /// Sockets (re-)registered by the last `apply`: already armed.
+    just_armed: Vec<RawFd>,
     deadline: Option<Instant>,
 }
 
@@ -65,6 +81,7 @@ impl CurlIo {
         Ok(CurlIo {
             recorded,
             watched: HashMap::new(),
+            just_armed: Vec::new(),
             deadline: None,
         })
     }
@@ -73,16 +90,19 @@ impl CurlIo {
     /// fired them.
     pub fn apply(&mut self, registry: &Registry) {
         let recorded = std::mem::take(&mut *self.recorded.lock().unwrap());
+        self.just_armed.clear();
         if let Some(timer) = recorded.timer {
             self.deadline = timer;
         }
         for (fd, interest) in recorded.sockets {
             match interest {
-                Some(interest) => self.watch(registry, fd, interest),
+                Some(interest) => {
+                    self.watch(registry, fd, interest);
+                    self.just_armed.push(fd);
+                }
                 None => {
-                    if self.watched.remove(&fd).is_some() {
-                        // The fd may already be closed (and epoll forgot it): fine.
-                        let _ = registry.deregister(&mut SourceFd(&fd));
+                    if let Some(watch) = self.watched.get_mut(&fd) {
+                        watch.wanted = false;
                     }
                 }
             }
@@ -93,6 +113,7 @@ impl CurlIo {
         let token = Token(SOCKET_TOKEN_BASE + fd as usize);
         let source = &mut SourceFd(&fd);
         let result = if self.watched.contains_key(&fd) {
+            // MOD also re-arms: epoll reports the socket again if it is ready now.
             // A stale entry (fd closed and reused behind our back) makes MOD fail: ADD it.
             registry
                 .reregister(source, token, interest)
@@ -104,7 +125,13 @@ impl CurlIo {
         };
         match result {
             Ok(()) => {
-                self.watched.insert(fd, interest);
+                self.watched.insert(
+                    fd,
+                    Watch {
+                        interest,
+                        wanted: true,
+                    },
+                );
             }
             Err(err) => {
                 eprintln!("fetchmux: cannot watch socket {fd}: {err}");
@@ -116,7 +143,14 @@ impl CurlIo {
     /// After acting on `fd`: if curl still wants it, re-register so that a socket left
     /// readable (or writable) is reported again by the edge-triggered poll.
     pub fn rearm(&mut self, registry: &Registry, fd: RawFd) {
-        if let Some(&interest) = self.watched.get(&fd) {
+        if self.just_armed.contains(&fd) {
+            return;
+        }
+        if let Some(&Watch {
+            interest,
+            wanted: true,
+        }) = self.watched.get(&fd)
+        {
             self.watch(registry, fd, interest);
         }
     }
@@ -155,8 +189,8 @@ impl CurlIo {
         }
     }
 
-    /// Sockets currently watched for curl.
+    /// Sockets curl currently wants watched.
     pub fn watched(&self) -> usize {
-        self.watched.len()
+        self.watched.values().filter(|w| w.wanted).count()
     }
 }

@@ -215,23 +215,29 @@ impl Sink {
     }
 
     fn create(&self) -> Result<File, FetchError> {
-        if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| FetchError::io(format!("creating {}", dir.display()), &e))?;
-        }
         let mut options = OpenOptions::new();
         if self.partial.is_some() {
-            // The stable partial name: replace whatever untrusted file is there.
+            // The stable partial name: truncate whatever untrusted file is there.
             options.append(true).create(true).truncate(false);
         } else {
             options.write(true).create_new(true);
         }
-        let file = options
-            .open(&self.temp)
-            .map_err(|e| FetchError::io(format!("creating {}", self.temp.display()), &e))?;
+        let creating =
+            |e: std::io::Error| FetchError::io(format!("creating {}", self.temp.display()), &e);
+        // Try the open first: the directory usually exists, and one syscall per file
+        // matters when there are ten thousand files.
+        let file = match options.open(&self.temp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| FetchError::io(format!("creating {}", dir.display()), &e))?;
+                }
+                options.open(&self.temp).map_err(creating)?
+            }
+            other => other.map_err(creating)?,
+        };
         if self.partial.is_some() {
-            file.set_len(0)
-                .map_err(|e| FetchError::io(format!("creating {}", self.temp.display()), &e))?;
+            file.set_len(0).map_err(creating)?;
         }
         Ok(file)
     }
@@ -373,12 +379,10 @@ fn file_name_of(dest: &Path) -> String {
 /// `dir/.name.<pid>.<n>.fetchmux-tmp`: hidden, unique per process and attempt, and
 /// recognisably ours.
 fn temp_path_for(dest: &Path) -> PathBuf {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let name = format!(
-        ".{}.{}.{seq}{TEMP_SUFFIX}",
-        file_name_of(dest),
-        std::process::id()
-    );
+    let name = format!(".{}.{pid}.{seq}{TEMP_SUFFIX}", file_name_of(dest));
     dest.with_file_name(name)
 }
 
