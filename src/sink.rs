@@ -1,10 +1,14 @@
 //! Where a body's bytes go: size cap, digests, a temporary file beside `dest`, and the final
 //! atomic rename.
 //!
-//! The temporary file is created on the first byte, in the same directory as `dest` (so the
-//! rename is atomic and never crosses a file system), with a name that says who wrote it.
-//! `dest` itself is only ever touched by the rename, after every check has passed; every
-//! other way out removes the temporary file — except for a resumable download, whose bytes
+//! The temporary file is created on the first byte, in the same directory as `dest` (so
+//! placing it is atomic and never crosses a file system). Where the file system allows, it is
+//! an *anonymous* file (`O_TMPFILE`): it has no name until every check has passed and it is
+//! linked in as `dest`, so a failed download, or a helper killed mid-transfer, leaves nothing
+//! behind at all, and a file costs one directory operation instead of two (create + rename).
+//! Elsewhere it is a named temporary file that says who wrote it, renamed onto `dest`.
+//! `dest` itself is only ever touched by that last step; every other way out removes the
+//! temporary file — except for a resumable download, whose bytes
 //! are kept as a *partial* beside a small record of what they are (`.meta`), so that a later
 //! attempt, or a later run, can continue them. A partial is only continued if its record is
 //! ours, names the same download, and the bytes still hash to what the record says.
@@ -66,6 +70,8 @@ pub struct Sink {
     dest: PathBuf,
     temp: PathBuf,
     file: Option<File>,
+    /// `file` is anonymous (`O_TMPFILE`): `temp` names nothing on disk.
+    anonymous: bool,
     wanted: Vec<Algorithm>,
     digests: Digests,
     received: u64,
@@ -92,6 +98,7 @@ impl Sink {
             dest: dest.to_path_buf(),
             temp: temp_path_for(dest),
             file: None,
+            anonymous: false,
             wanted: wanted.to_vec(),
             digests: Digests::new(wanted.iter().copied()),
             received: 0,
@@ -202,10 +209,11 @@ impl Sink {
             }
         }
         if !bytes.is_empty() {
-            let file = match self.file {
-                Some(ref mut file) => file,
-                None => self.file.insert(self.create()?),
-            };
+            if self.file.is_none() {
+                let file = self.create()?;
+                self.file = Some(file);
+            }
+            let file = self.file.as_mut().expect("just created");
             file.write_all(bytes)
                 .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
             self.digests.update(bytes);
@@ -214,32 +222,80 @@ impl Sink {
         Ok(self.window.is_none_or(|w| w.take > 0))
     }
 
-    fn create(&self) -> Result<File, FetchError> {
-        let mut options = OpenOptions::new();
-        if self.partial.is_some() {
-            // The stable partial name: truncate whatever untrusted file is there.
-            options.append(true).create(true).truncate(false);
-        } else {
-            options.write(true).create_new(true);
-        }
-        let creating =
-            |e: std::io::Error| FetchError::io(format!("creating {}", self.temp.display()), &e);
-        // Try the open first: the directory usually exists, and one syscall per file
-        // matters when there are ten thousand files.
-        let file = match options.open(&self.temp) {
+    /// Open the file the bytes go to (creating `dest`'s directory if need be).
+    fn create(&mut self) -> Result<File, FetchError> {
+        match self.open_temp() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = self.dest.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| FetchError::io(format!("creating {}", dir.display()), &e))?;
                 }
-                options.open(&self.temp).map_err(creating)?
+                self.open_temp()
             }
-            other => other.map_err(creating)?,
-        };
-        if self.partial.is_some() {
-            file.set_len(0).map_err(creating)?;
+            other => other,
         }
-        Ok(file)
+        .map_err(|e| {
+            FetchError::io(
+                format!("creating a file beside {}", self.dest.display()),
+                &e,
+            )
+        })
+    }
+
+    fn open_temp(&mut self) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.partial.is_some() {
+            // The stable partial name: truncate whatever untrusted file is there.
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.temp)?;
+            file.set_len(0)?;
+            return Ok(file);
+        }
+        let dir = match self.dest.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o666)
+            .open(dir)
+        {
+            Ok(file) => {
+                self.anonymous = true;
+                Ok(file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+            // No O_TMPFILE on this file system (or kernel): a named temporary file.
+            Err(_) => OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&self.temp),
+        }
+    }
+
+    /// Give the finished file its final name.
+    fn publish(&self, file: &File) -> Result<(), FetchError> {
+        let placing =
+            |e: std::io::Error| FetchError::io(format!("placing {}", self.dest.display()), &e);
+        if !self.anonymous {
+            return std::fs::rename(&self.temp, &self.dest).map_err(placing);
+        }
+        match link_anonymous(file, &self.dest) {
+            Ok(()) => Ok(()),
+            // linkat never replaces: an existing dest is replaced by a rename instead.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                link_anonymous(file, &self.temp).map_err(placing)?;
+                std::fs::rename(&self.temp, &self.dest).map_err(|e| {
+                    let _ = std::fs::remove_file(&self.temp);
+                    placing(e)
+                })
+            }
+            Err(e) => Err(placing(e)),
+        }
     }
 
     /// Check the body against `size` and `expected` digests; on success move it onto `dest`.
@@ -290,9 +346,9 @@ impl Sink {
             Some(file) => file,
             None => self.create()?,
         };
+        let published = self.publish(&file);
         drop(file);
-        std::fs::rename(&self.temp, &self.dest)
-            .map_err(|e| FetchError::io(format!("renaming onto {}", self.dest.display()), &e))?;
+        published?;
         if self.partial.is_some() {
             let _ = std::fs::remove_file(meta_path_for(&self.temp));
         }
@@ -311,7 +367,9 @@ impl Sink {
     /// Drop the bytes received so far, leaving no file behind.
     pub fn discard(&mut self) {
         self.keep = false;
-        if self.file.take().is_some() || self.temp.exists() {
+        let had_file = self.file.take().is_some();
+        // An anonymous file vanishes when closed; a named one must be removed.
+        if !self.anonymous && (had_file || self.partial.is_some()) {
             let _ = std::fs::remove_file(&self.temp);
         }
         if self.partial.is_some() {
@@ -348,6 +406,50 @@ impl Drop for Sink {
         if self.file.is_some() {
             self.discard();
         }
+    }
+}
+
+/// Link an anonymous (`O_TMPFILE`) file into the directory as `name`. Through /proc this
+/// needs no privilege; `AT_EMPTY_PATH` (which needs CAP_DAC_READ_SEARCH) is the fallback.
+fn link_anonymous(file: &File, name: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let fd = file.as_raw_fd();
+    let target = CString::new(name.as_os_str().as_bytes())?;
+    let proc_path = CString::new(format!("/proc/self/fd/{fd}"))?;
+    // SAFETY: valid NUL-terminated paths and an open descriptor.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() != std::io::ErrorKind::NotFound {
+        return Err(err);
+    }
+    // No /proc: link the descriptor itself.
+    // SAFETY: as above; the empty path refers to `fd`.
+    let linked = unsafe {
+        libc::linkat(
+            fd,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if linked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
