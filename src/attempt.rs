@@ -19,15 +19,32 @@ use crate::transfer::{BodyMode, Job, Transfer};
 /// libcurl's receive buffer per transfer.
 const RECEIVE_BUFFER: usize = 64 * 1024;
 
-/// A configured handle for the job's current URL.
+/// A configured handle for the job's current URL. A recycled handle (from an attempt that
+/// ended) already carries the helper-wide options, so only the request's own are set:
+/// creating and configuring a handle per file is measurable when files are small.
 pub fn build(
     job: Box<Job>,
     options: &Options,
     http2: bool,
+    recycled: Option<Easy2<Transfer>>,
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
     let (sink, mode, if_range) = receiving_end(&job, options);
-    let mut easy = Easy2::new(Transfer::new(job, sink, mode, false));
-    match configure(&mut easy, options, http2, if_range.as_deref()) {
+    let http = is_http(job.url());
+    let transfer = Transfer::new(job, sink, mode, http);
+    let mut easy = match recycled {
+        Some(mut easy) => {
+            *easy.get_mut() = transfer;
+            easy
+        }
+        None => {
+            let mut easy = Easy2::new(transfer);
+            if let Err(err) = configure_handle(&mut easy, options, http2) {
+                return Err((take_job(&mut easy), setup_error(err)));
+            }
+            easy
+        }
+    };
+    match configure_request(&mut easy, if_range.as_deref()) {
         Ok(()) => Ok(easy),
         Err(err) => Err((take_job(&mut easy), setup_error(err))),
     }
@@ -89,45 +106,19 @@ fn setup_error(err: curl::Error) -> FetchError {
     FetchError::InvalidRequest(format!("cannot set up the transfer: {err}"))
 }
 
-fn configure(
+/// The options every request shares (set once per handle).
+fn configure_handle(
     easy: &mut Easy2<Transfer>,
     options: &Options,
     http2: bool,
-    if_range: Option<&str>,
 ) -> Result<(), curl::Error> {
-    let transfer = easy.get_ref();
-    let job = transfer.job();
-    let url = job.url().to_string();
-    let http = is_http(&url);
-    let mode = transfer.mode;
-    let mut headers = List::new();
-    for (name, value) in &job.request.headers {
-        headers.append(&format!("{name}: {value}"))?;
-    }
-    if let Some(etag) = &job.request.if_none_match {
-        headers.append(&format!("If-None-Match: {etag}"))?;
-    }
-    if let Some(date) = &job.request.if_modified_since {
-        headers.append(&format!("If-Modified-Since: {date}"))?;
-    }
-    if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
-        headers.append(&format!("If-Range: {validator}"))?;
-    }
-    easy.get_mut().http = http;
-    easy.url(&url)?;
     set_protocols(easy)?;
-    match mode {
-        BodyMode::Whole => {}
-        BodyMode::Resume { offset } => easy.range(&format!("{offset}-"))?,
-        BodyMode::Range(range) => easy.range(&format!("{}-{}", range.start, range.end))?,
-    }
     easy.follow_location(true)?;
     easy.max_redirections(options.max_redirects)?;
     // Errors surface as CURLE_HTTP_RETURNED_ERROR before any body is written.
     easy.fail_on_error(true)?;
     // Package files are hashed exactly as served: never decode Content-Encoding.
     easy.http_content_decoding(false)?;
-    easy.http_headers(headers)?;
     easy.useragent(&options.user_agent)?;
     if let Some(ca_file) = &options.ca_file {
         easy.cainfo(ca_file)?;
@@ -147,6 +138,54 @@ fn configure(
         easy.verbose(true)?;
     }
     Ok(())
+}
+
+/// The options of this request: URL, range, headers (each set, or cleared, every time).
+fn configure_request(
+    easy: &mut Easy2<Transfer>,
+    if_range: Option<&str>,
+) -> Result<(), curl::Error> {
+    let transfer = easy.get_ref();
+    let job = transfer.job();
+    let url = job.url().to_string();
+    let mode = transfer.mode;
+    let mut headers = List::new();
+    for (name, value) in &job.request.headers {
+        headers.append(&format!("{name}: {value}"))?;
+    }
+    if let Some(etag) = &job.request.if_none_match {
+        headers.append(&format!("If-None-Match: {etag}"))?;
+    }
+    if let Some(date) = &job.request.if_modified_since {
+        headers.append(&format!("If-Modified-Since: {date}"))?;
+    }
+    if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
+        headers.append(&format!("If-Range: {validator}"))?;
+    }
+    easy.url(&url)?;
+    match mode {
+        BodyMode::Whole => clear_range(easy)?,
+        BodyMode::Resume { offset } => easy.range(&format!("{offset}-"))?,
+        BodyMode::Range(range) => easy.range(&format!("{}-{}", range.start, range.end))?,
+    }
+    easy.http_headers(headers)
+}
+
+/// No Range header (a recycled handle may have had one).
+fn clear_range(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
+    // SAFETY: a valid handle; a NULL string clears the option.
+    let code = unsafe {
+        curl_sys::curl_easy_setopt(
+            easy.raw(),
+            curl_sys::CURLOPT_RANGE,
+            std::ptr::null::<std::ffi::c_char>(),
+        )
+    };
+    if code == curl_sys::CURLE_OK {
+        Ok(())
+    } else {
+        Err(curl::Error::new(code))
+    }
 }
 
 /// Does this URL speak HTTP (so that statuses and ranges are ours to check)?

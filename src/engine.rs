@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use curl::easy::Easy2;
 use curl::multi::{Easy2Handle, Multi};
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -85,6 +86,8 @@ pub struct Engine {
     multi: Multi,
     curl_io: CurlIo,
     transfers: Slab<Easy2Handle<Transfer>>,
+    /// Handles of ended attempts, kept for reuse (at most `--max-parallel`).
+    spare_handles: Vec<Easy2<Transfer>>,
     scheduler: Scheduler,
     mirrors: Mirrors,
     live: HashMap<String, Live>,
@@ -148,6 +151,7 @@ impl Engine {
             curl_io,
             multi,
             transfers: Slab::with_capacity(max_parallel),
+            spare_handles: Vec::new(),
             live: HashMap::new(),
             input,
             input_pending: true,
@@ -498,7 +502,8 @@ impl Engine {
                     continue;
                 }
             }
-            let easy = match attempt::build(job, &self.options, self.has_http2) {
+            let recycled = self.spare_handles.pop();
+            let easy = match attempt::build(job, &self.options, self.has_http2, recycled) {
                 Ok(easy) => easy,
                 Err((job, error)) => {
                     self.scheduler.release(&job.slot);
@@ -547,7 +552,11 @@ impl Engine {
         if job.request.progress {
             self.progress_wanted -= 1;
         }
-        (job, sink, std::mem::take(&mut transfer.head))
+        let head = std::mem::take(&mut transfer.head);
+        if self.spare_handles.len() < self.options.max_parallel as usize {
+            self.spare_handles.push(easy);
+        }
+        (job, sink, head)
     }
 
     fn collect_finished(&mut self) {
