@@ -681,3 +681,27 @@ fn closing_stdout_aborts_and_cleans_up() {
     assert!(entries(dir.path()).is_empty(), "temporary file removed");
     drop(stdin);
 }
+
+#[test]
+fn a_killed_helper_leaves_no_temporary_file() {
+    let server = TestServer::start();
+    server.add_file("slow", bytes(12, 100_000));
+    let dir = tempfile::tempdir().unwrap();
+    let mut helper = Helper::spawn(&[]);
+    helper.send(&download(
+        "slow",
+        &server.url("/trickle/5000/slow"),
+        &dir.path().join("slow"),
+    ));
+    helper.wait_for("start", |e| e["event"] == "start");
+    std::thread::sleep(Duration::from_millis(600));
+    let pid = helper.pid();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let run = helper.collect();
+    assert_eq!(run.status, 128 + 9);
+    // The bytes so far lived in an anonymous file: nothing to clean up, nothing left.
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
