@@ -60,10 +60,12 @@ impl Nginx {
         // Running as root (CI), workers would drop to nobody and could not read a private
         // temporary directory: keep them as the current user.
         let user = if unsafe_is_root() { "user root;" } else { "" };
+        // One process (no master): killing it at the end leaves no orphaned worker behind.
         let conf = format!(
             r#"{user}
 worker_processes 1;
 daemon off;
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
