@@ -26,6 +26,12 @@ use crate::error::FetchError;
 /// Distinguishes temporary files of one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Bodies larger than this are "large": written through a named temporary file (ext4
+/// writes an `O_TMPFILE` inode about 1.6 times slower: 512 MiB took 1.6 s against 1.0 s
+/// here) in coalesced writes of [`COALESCE`] bytes instead of curl's 16 KiB pieces.
+const LARGE: u64 = 1 << 20;
+const COALESCE: usize = 256 * 1024;
+
 /// Suffix of every temporary file this helper creates.
 pub const TEMP_SUFFIX: &str = ".fetchmux-tmp";
 /// Suffix of a resumable partial; its record adds `.meta`.
@@ -72,6 +78,10 @@ pub struct Sink {
     file: Option<File>,
     /// `file` is anonymous (`O_TMPFILE`): `temp` names nothing on disk.
     anonymous: bool,
+    /// The body's announced length, if known (decides small or large handling).
+    expected_len: Option<u64>,
+    /// Bytes of a large body not yet written (coalescing curl's small pieces).
+    pending: Vec<u8>,
     wanted: Vec<Algorithm>,
     digests: Digests,
     received: u64,
@@ -99,6 +109,8 @@ impl Sink {
             temp: temp_path_for(dest),
             file: None,
             anonymous: false,
+            expected_len: None,
+            pending: Vec::new(),
             wanted: wanted.to_vec(),
             digests: Digests::new(wanted.iter().copied()),
             received: 0,
@@ -168,6 +180,29 @@ impl Sink {
         self.limit
     }
 
+    /// The length the response announces (Content-Length), before the first byte.
+    pub fn expect_len(&mut self, len: Option<u64>) {
+        self.expected_len = len;
+    }
+
+    fn is_large(&self) -> bool {
+        self.expected_len.is_some_and(|len| len > LARGE)
+    }
+
+    /// Write out coalesced bytes.
+    fn flush_pending(&mut self) -> Result<(), FetchError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_mut()
+            .expect("a file exists once bytes are pending");
+        let result = file.write_all(&self.pending);
+        self.pending.clear();
+        result.map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))
+    }
+
     /// Keep only `take` bytes after the first `skip` (the server sent the whole body for a
     /// range request).
     pub fn set_window(&mut self, skip: u64, take: u64) {
@@ -180,6 +215,7 @@ impl Sink {
             file.set_len(0)
                 .map_err(|e| FetchError::io(format!("truncating {}", self.temp.display()), &e))?;
         }
+        self.pending.clear();
         self.digests = Digests::new(self.wanted.iter().copied());
         self.received = 0;
         Ok(())
@@ -213,11 +249,21 @@ impl Sink {
                 let file = self.create()?;
                 self.file = Some(file);
             }
-            let file = self.file.as_mut().expect("just created");
-            file.write_all(bytes)
-                .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
             self.digests.update(bytes);
             self.received = total;
+            if self.is_large() {
+                if self.pending.capacity() == 0 {
+                    self.pending.reserve_exact(COALESCE);
+                }
+                self.pending.extend_from_slice(bytes);
+                if self.pending.len() >= COALESCE {
+                    self.flush_pending()?;
+                }
+            } else {
+                let file = self.file.as_mut().expect("just created");
+                file.write_all(bytes)
+                    .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
+            }
         }
         Ok(self.window.is_none_or(|w| w.take > 0))
     }
@@ -258,12 +304,16 @@ impl Sink {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o666)
-            .open(dir)
-        {
+        let anonymous = if self.is_large() {
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        } else {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o666)
+                .open(dir)
+        };
+        match anonymous {
             Ok(file) => {
                 self.anonymous = true;
                 Ok(file)
@@ -341,6 +391,7 @@ impl Sink {
                 });
             }
         }
+        self.flush_pending()?;
         // An empty body never called write(): create the (empty) file now.
         let file = match self.file.take() {
             Some(file) => file,
@@ -367,6 +418,7 @@ impl Sink {
     /// Drop the bytes received so far, leaving no file behind.
     pub fn discard(&mut self) {
         self.keep = false;
+        self.pending.clear();
         let had_file = self.file.take().is_some();
         // An anonymous file vanishes when closed; a named one must be removed.
         if !self.anonymous && (had_file || self.partial.is_some()) {
@@ -381,6 +433,8 @@ impl Sink {
         let Some(identity) = self.partial.clone() else {
             return Ok(());
         };
+        self.flush_pending()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let record = PartialRecord {
             fetchmux_partial: 1,
             dest: self.dest.clone(),

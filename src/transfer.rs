@@ -153,6 +153,7 @@ impl Transfer {
     /// Before the first body byte: does the response fit what we asked for?
     fn prepare_body(&mut self) -> Result<(), FetchError> {
         let sink = self.sink.as_mut().expect("sink present");
+        sink.expect_len(self.head.content_length);
         let partial = self.http && self.head.status == 206;
         let start = self.head.content_range.and_then(|r| r.start);
         match self.mode {
