@@ -565,3 +565,25 @@ fn a_mirror_failing_only_under_load_gets_fewer_transfers_not_a_ban() {
         "no download failed: the mirror was never put aside"
     );
 }
+
+#[test]
+fn a_large_body_cut_short_resumes_from_every_byte_received() {
+    // Over 1 MiB: the large-body path (named temporary file, coalesced writes) must still
+    // record exactly the bytes received, so the resume asks for the right offset.
+    let server = TestServer::start();
+    let body = bytes(28, 3 << 20);
+    server.add_file("iso", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("iso");
+    let cut_at = 2_000_001;
+    let mut request = download("iso", &server.url(&format!("/cutonce/{cut_at}/iso")), &dest);
+    request["resume"] = json!(true);
+    request["size"] = json!(body.len());
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let run = client::run(&[], &[request]);
+    run.done("iso");
+    assert_eq!(std::fs::read(&dest).unwrap(), body);
+    let range = server.requests()[1].header("range").map(str::to_string);
+    assert_eq!(range.as_deref(), Some(format!("bytes={cut_at}-").as_str()));
+    assert_eq!(entries(dir.path()), vec!["iso"]);
+}
