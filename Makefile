@@ -1,7 +1,7 @@
 # fetchmux — the two commands a new machine needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build deps demo test lint ci clean
+.PHONY: all build deps demo test lint ci clean bench bench-smoke
 
 all: build
 
@@ -23,8 +23,16 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+## Benchmarks against curl, wget2, aria2 and a one-at-a-time baseline (root; writes
+## docs/benchmarks.md and docs/benchmarks.svg). bench-smoke: small, correctness only (CI).
+bench: build
+	python3 bench/bench.py
+
+bench-smoke: build
+	python3 bench/bench.py --smoke
+
 ## What CI runs (.ci/run).
-ci: test lint demo
+ci: test lint demo bench-smoke
 
 clean:
 	$(CARGO) clean

@@ -54,6 +54,11 @@ pub struct Options {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_mirror: u32,
 
+    /// Transfers sharing one HTTP/2 connection. Fewer streams per connection means more
+    /// connections, each with its own congestion window: faster on long round trips.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_streams: u32,
+
     /// Redirects followed per request (http and https targets only).
     #[arg(long, default_value_t = 10)]
     pub max_redirects: u32,

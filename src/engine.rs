@@ -139,6 +139,7 @@ impl Engine {
         multi.set_max_total_connections(max_parallel)?;
         multi.set_max_host_connections(max_per_host)?;
         multi.set_max_connects(max_parallel)?;
+        multi.set_max_concurrent_streams(options.max_streams as usize)?;
 
         let version = curl::Version::get();
         let input = Input::open(poll.registry(), STDIN, std::sync::Arc::clone(&waker));
