@@ -349,12 +349,11 @@ impl Engine {
         let seq = self.next_seq;
         self.next_seq += 1;
         let job = Box::new(Job::new(download, seq));
-        self.enqueue(job, None);
+        self.enqueue(job);
     }
 
-    /// Pick the job's next source and queue it (after `delay`, if given), or fail it when no
-    /// source is left.
-    fn enqueue(&mut self, mut job: Box<Job>, delay: Option<Duration>) {
+    /// Pick the job's next source and queue it, or fail it when no source is left.
+    fn enqueue(&mut self, mut job: Box<Job>) {
         if !self.choose_source(&mut job) {
             let error = match job.attempts.last() {
                 Some(_) => None,
@@ -366,14 +365,7 @@ impl Engine {
             self.fail(job, error);
             return;
         }
-        self.live
-            .insert(job.request.id.clone(), Live::Queued { seq: job.seq });
-        match delay {
-            Some(delay) if !delay.is_zero() => {
-                self.scheduler.delay(job, Instant::now() + delay);
-            }
-            _ => self.scheduler.push(job),
-        }
+        self.enqueue_chosen(job, None);
     }
 
     /// Set `job.url`, `origin` and `slot` for its next attempt. Untried sources come first;
@@ -645,7 +637,7 @@ impl Engine {
                 "the kept partial does not fit the file; starting over".into(),
             )),
         });
-        self.enqueue(job, None);
+        self.enqueue(job);
     }
 
     /// Record a failed attempt, then retry (another source, or the same after a backoff)
