@@ -23,13 +23,14 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## Benchmarks against curl, wget2, aria2 and a one-at-a-time baseline (root; writes
-## docs/benchmarks.md and docs/benchmarks.svg). bench-smoke: small, correctness only (CI).
+## Benchmarks against curl, wget2, aria2 and a one-at-a-time baseline (root; installs
+## nginx, curl, wget2, aria2 from Debian when missing; writes docs/benchmarks.md and
+## docs/benchmarks.svg; settings in bench/bench.py). bench-smoke: small, correctness only (CI).
 bench: build
-	python3 bench/bench.py
+	bash bench/run.sh
 
 bench-smoke: build
-	python3 bench/bench.py --smoke
+	bash bench/run.sh --smoke
 
 ## What CI runs (.ci/run).
 ci: test lint demo bench-smoke

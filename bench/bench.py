@@ -1,526 +1,935 @@
 #!/usr/bin/env python3
-"""fetchmux benchmarks: fetchmux against curl, wget2, aria2 and a one-at-a-time baseline.
+"""fetchmux benchmarks: fetchmux against curl, wget2, aria2c and a one-at-a-time downloader.
 
-`make bench` runs every scenario several times per tool, alternating tools, each run into a
-brand-new directory, checks every file of every run (size and SHA-256), and writes
-docs/benchmarks.md and docs/benchmarks.svg. `make bench-smoke` runs small versions of the
-scenarios once, checks correctness only, and writes no report (CI).
+Run through bench/run.sh (`make bench`, `make bench-smoke`), which installs the Debian
+packages and gives this script a fresh scratch directory (BENCH_WORK). Root only: nginx in a
+network namespace, TUN devices. Python 3 standard library only.
 
-Scenarios: A 10,000 x 4 KiB; B 1,000 x 256 KiB; C 4 x 512 MiB; L 2,000 x 4 KiB over a 50 ms
-round trip (a delay line between two network namespaces: this kernel has no `tc netem`);
-L2 = L over TLS with HTTP/2. Python 3 standard library only; root for apt and namespaces.
+Scenarios (full):  A 10,000 x 4 KiB; B 1,000 x 256 KiB; C 4 x 512 MiB (4 at once);
+                   L 2,000 x 4 KiB over a 50 ms round trip; L2 = L over TLS + HTTP/2.
+Scenarios (smoke): A 200 x 4 KiB; B 20 x 256 KiB; C 1 x 8 MiB; L 50 x 4 KiB over the delay
+                   line (only if namespaces work); L2 50 x 4 KiB over TLS + HTTP/2 on loopback.
 
-Environment: BENCH_RUNS (default 5; C uses 3), BENCH_DIR (default /var/tmp/fetchmux-bench),
-BENCH_PARALLEL (default 64), BENCH_ONLY (comma-separated scenario names).
+The round trip comes from bench/delayline.py (this kernel has no `tc netem`): two network
+namespaces of our own joined by TUN devices, each packet forwarded after 25 ms.
+
+Method: several runs per tool, tools alternating (run 1 of every tool, then run 2, ...; the
+order rotates by one each round), every run into a brand-new directory that is deleted after
+its files are checked (size and SHA-256 of every file against the manifest; a wrong, missing
+or unexpected file, or a non-zero exit status, fails the run and it does not count). Each run
+is timed with GNU time (wall, user, sys, max RSS), tools in the client namespace with the
+whole `ip netns exec ...` command timed. Raw results go to WORK/results.csv.
+
+Environment (all optional):
+  BENCH_RUNS=5         runs per tool for A, B, L, L2 (smoke: 1)
+  BENCH_RUNS_C=3       runs per tool for C (smoke: 1)
+  BENCH_PARALLEL=64    N: --max-parallel/--max-per-host, --parallel-max, --max-threads, -j
+  BENCH_PARALLEL_C=4   N for C
+  BENCH_SEQ_FILES=1000 files of A and L given to the one-at-a-time downloader (smoke: 20)
+  BENCH_SETTLE=1       seconds to wait after deleting a run's directory and `sync` (smoke: 0)
+  BENCH_RUN_TIMEOUT=900  seconds before a run is killed and counted as failed (smoke: 120)
+  BENCH_RTT_MS=50      round trip of the delay line
+  BENCH_ONLY=A,C       only these scenarios (the report then goes to WORK, not docs/,
+                       unless BENCH_WRITE_DOCS=1)
+  BENCH_FETCHMUX_ARGS  extra flags for fetchmux
+  BENCH_KEEP=1         keep the fixtures in WORK at exit
+  BENCH_NETNS_PREFIX=fmb  names of our namespaces (PREFIX-srv, PREFIX-cli) and TUN devices
 """
+import csv
 import hashlib
 import json
 import os
+import re
+import select
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FETCHMUX = os.path.join(REPO, "target", "release", "fetchmux")
-SMOKE = "--smoke" in sys.argv
-WORK = os.environ.get("BENCH_DIR", "/var/tmp/fetchmux-bench" + ("-smoke" if SMOKE else ""))
-RUNS = 1 if SMOKE else int(os.environ.get("BENCH_RUNS", "5"))
-PARALLEL = int(os.environ.get("BENCH_PARALLEL", "64"))
-ONLY = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
-HTTP_PORT, HTTPS_PORT = 18181, 18443
-NS_SRV, NS_CLI = "fmb-srv", "fmb-cli"
-SRV_ADDR, CLI_ADDR = "10.77.0.1", "10.77.0.2"
-RTT_MS = 50
-PACKAGES = {
-    "nginx": "nginx-light", "curl": "curl", "wget2": "wget2", "aria2c": "aria2",
-    "openssl": "openssl", "ip": "iproute2",
-}
-TOOLS = ["fetchmux", "curl", "wget2", "aria2c", "sequential"]
-PEERS = ["curl", "wget2", "aria2c"]
+SMOKE = "--smoke" in sys.argv[1:]
+FETCHMUX = os.environ.get("BENCH_FETCHMUX") or os.path.join(REPO, "target", "release", "fetchmux")
 
+
+def env_num(name, default, kind=int):
+    value = os.environ.get(name, "").strip()
+    return kind(value) if value else default
+
+
+RUNS = env_num("BENCH_RUNS", 1 if SMOKE else 5)
+RUNS_C = env_num("BENCH_RUNS_C", 1 if SMOKE else 3)
+PARALLEL = env_num("BENCH_PARALLEL", 64)
+PARALLEL_C = env_num("BENCH_PARALLEL_C", 4)
+SEQ_FILES = env_num("BENCH_SEQ_FILES", 20 if SMOKE else 1000)
+SETTLE = env_num("BENCH_SETTLE", 0.0 if SMOKE else 1.0, float)
+RUN_TIMEOUT = env_num("BENCH_RUN_TIMEOUT", 120 if SMOKE else 900, float)
+RTT_MS = env_num("BENCH_RTT_MS", 50.0, float)
+ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
+FETCHMUX_ARGS = os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
+KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+WRITE_DOCS = not SMOKE and (not ONLY or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
+
+NS_PREFIX = os.environ.get("BENCH_NETNS_PREFIX", "fmb")[:8]
+NS_SRV, NS_CLI = f"{NS_PREFIX}-srv", f"{NS_PREFIX}-cli"
+TUN_SRV, TUN_CLI = f"{NS_PREFIX}tun0", f"{NS_PREFIX}tun1"
+SRV_ADDR, CLI_ADDR = "10.77.0.1", "10.77.0.2"
+NS_PORTS = dict(http=8080, https=8443, probe=9443)  # inside our own namespace
+
+NETWORK_TOOLS = ["fetchmux", "curl", "wget2", "aria2c"]
+PEERS = ["curl", "wget2", "aria2c"]
+ALL_TOOLS = NETWORK_TOOLS + ["sequential", "cp", "sha256"]
 KIB, MIB = 1024, 1024 * 1024
+
+
+def scenario(name, files, size, n, tls=False, delay=False, runs=None, extra=(), seq=False):
+    tools = NETWORK_TOOLS + (["sequential"] if seq else []) + list(extra)
+    return dict(name=name, files=files, size=size, n=n, tls=tls, delay=delay,
+                runs=runs or RUNS, tools=tools, seq=min(SEQ_FILES, files) if seq else 0)
+
+
 if SMOKE:
     SCENARIOS = [
-        dict(name="A", files=200, size=4 * KIB, parallel=PARALLEL, tls=False, delay=False),
-        dict(name="B", files=20, size=256 * KIB, parallel=PARALLEL, tls=False, delay=False),
-        dict(name="C", files=1, size=8 * MIB, parallel=4, tls=False, delay=False),
-        dict(name="L", files=50, size=4 * KIB, parallel=PARALLEL, tls=False, delay=True),
-        dict(name="L2", files=50, size=4 * KIB, parallel=PARALLEL, tls=True, delay=True),
+        scenario("A", 200, 4 * KIB, PARALLEL, seq=True, extra=["cp"]),
+        scenario("B", 20, 256 * KIB, PARALLEL),
+        scenario("C", 1, 8 * MIB, PARALLEL_C, runs=RUNS_C, extra=["cp", "sha256"]),
+        scenario("L", 50, 4 * KIB, PARALLEL, delay=True, seq=True),
+        scenario("L2", 50, 4 * KIB, PARALLEL, tls=True),  # TLS + HTTP/2 on loopback
     ]
 else:
     SCENARIOS = [
-        dict(name="A", files=10_000, size=4 * KIB, parallel=PARALLEL, tls=False, delay=False),
-        dict(name="B", files=1_000, size=256 * KIB, parallel=PARALLEL, tls=False, delay=False),
-        dict(name="C", files=4, size=512 * MIB, parallel=4, tls=False, delay=False, runs=3),
-        dict(name="L", files=2_000, size=4 * KIB, parallel=PARALLEL, tls=False, delay=True),
-        dict(name="L2", files=2_000, size=4 * KIB, parallel=PARALLEL, tls=True, delay=True),
+        scenario("A", 10_000, 4 * KIB, PARALLEL, seq=True, extra=["cp"]),
+        scenario("B", 1_000, 256 * KIB, PARALLEL),
+        scenario("C", 4, 512 * MIB, PARALLEL_C, runs=RUNS_C, extra=["cp", "sha256"]),
+        scenario("L", 2_000, 4 * KIB, PARALLEL, delay=True, seq=True),
+        scenario("L2", 2_000, 4 * KIB, PARALLEL, tls=True, delay=True),
     ]
-# The sequential baseline runs on a subset (it is bounded by files x round trips).
-SEQ_SUBSET = {"A": 1000, "B": 0, "C": 0, "L": 200, "L2": 200}
-if SMOKE:
-    SEQ_SUBSET = {"A": 20, "B": 0, "C": 0, "L": 5, "L2": 5}
+TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
 
-children = []
+WORK = os.environ.get("BENCH_WORK") or tempfile.mkdtemp(
+    prefix="fetchmux-bench.", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+CERT = os.path.join(WORK, "cert.pem")
+children = []  # (name, Popen) we started and must stop
+CREATED_NS = []  # network namespaces this bench created and must delete
 
 
 def log(*args):
     print("bench:", *args, flush=True)
 
 
-def sh(*args, check=True, **kw):
-    return subprocess.run(list(args), check=check, **kw)
-
-
-def ensure_tools():
-    missing = [pkg for cmd, pkg in PACKAGES.items() if shutil.which(cmd) is None]
-    if not os.path.exists("/usr/bin/time"):
-        missing.append("time")
-    if missing:
-        log("installing", " ".join(missing))
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        sh("apt-get", "update", "-qq", env=env)
-        sh("apt-get", "install", "-y", "-qq", *missing, env=env, stdout=subprocess.DEVNULL)
-
-
-def version(cmd):
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "unknown"
+def human_size(n):
+    if n >= MIB and n % MIB == 0:
+        return f"{n // MIB} MiB"
+    return f"{n // KIB} KiB" if n % KIB == 0 else f"{n} B"
 
 
 # ---------------------------------------------------------------------------------------
-# Fixtures and servers
+# Fixtures, certificate, nginx, namespaces
 
-def fixtures(scenario):
-    """Files of the scenario under WORK/fixtures/NAME, with a manifest (reused when present)."""
-    root = os.path.join(WORK, "fixtures", f"{scenario['files']}x{scenario['size']}")
+def fixture_dir(sc):
+    return os.path.join(WORK, "fixtures", f"{sc['files']}x{sc['size']}")
+
+
+def make_fixtures(sc):
+    """Random files for a scenario (shared by scenarios of the same shape) and the manifest:
+    a list of [name, size, sha256]."""
+    root = fixture_dir(sc)
     manifest_path = root + ".json"
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
-            return root, json.load(f)
-    log(f"generating {scenario['files']} x {scenario['size']} bytes")
-    os.makedirs(root, exist_ok=True)
+            return json.load(f)
+    log(f"generating fixtures: {sc['files']} x {human_size(sc['size'])}")
+    os.makedirs(root)
     manifest = []
-    for i in range(scenario["files"]):
-        name = f"f{i}"
+    width = len(str(sc["files"] - 1))
+    for i in range(sc["files"]):
+        name = f"f{i:0{width}d}.bin"
         digest = hashlib.sha256()
         with open(os.path.join(root, name), "wb") as out:
-            left = scenario["size"]
+            left = sc["size"]
             while left:
                 chunk = os.urandom(min(left, 4 * MIB))
                 digest.update(chunk)
                 out.write(chunk)
                 left -= len(chunk)
-        manifest.append([name, scenario["size"], digest.hexdigest()])
+        manifest.append([name, sc["size"], digest.hexdigest()])
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
-    return root, manifest
+    return manifest
 
 
-def make_cert(directory):
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-       "-subj", "/CN=fetchmux-bench",
-       "-addext", f"subjectAltName=IP:127.0.0.1,IP:{SRV_ADDR}",
-       "-keyout", os.path.join(directory, "key.pem"), "-out", os.path.join(directory, "cert.pem"),
-       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def make_cert():
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=fetchmux-bench", "-addext", f"subjectAltName=IP:127.0.0.1,IP:{SRV_ADDR}",
+         "-keyout", os.path.join(WORK, "key.pem"), "-out", CERT],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_nginx(directory, addr, netns=None):
-    os.makedirs(directory, exist_ok=True)
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_nginx(tag, addr, ports, netns=None):
+    directory = os.path.join(WORK, f"nginx-{tag}")
+    os.makedirs(directory)
     with open(os.path.join(REPO, "bench", "nginx.conf.in")) as f:
         conf = f.read()
-    for key, value in {"@DIR@": directory, "@ADDR@": addr, "@HTTP_PORT@": str(HTTP_PORT),
-                       "@HTTPS_PORT@": str(HTTPS_PORT), "@ROOT@": os.path.join(WORK, "fixtures")}.items():
+    values = {"@DIR@": directory, "@ADDR@": addr, "@ROOT@": os.path.join(WORK, "fixtures"),
+              "@HTTP_PORT@": str(ports["http"]), "@HTTPS_PORT@": str(ports["https"]),
+              "@PROBE_PORT@": str(ports["probe"])}
+    for key, value in values.items():
         conf = conf.replace(key, value)
-    shutil.copy(os.path.join(WORK, "cert.pem"), directory)
+    shutil.copy(CERT, directory)
     shutil.copy(os.path.join(WORK, "key.pem"), directory)
     with open(os.path.join(directory, "nginx.conf"), "w") as f:
         f.write(conf)
-    cmd = ["nginx", "-p", directory, "-c", os.path.join(directory, "nginx.conf")]
+    cmd = ["nginx", "-p", directory + "/", "-c", os.path.join(directory, "nginx.conf")]
     if netns:
         cmd = ["ip", "netns", "exec", netns] + cmd
-    proc = subprocess.Popen(cmd)
-    children.append(proc)
-    probe = ["curl", "-s", "-o", "/dev/null", "--max-time", "2", f"http://{addr}:{HTTP_PORT}/"]
-    if netns:
-        probe = ["ip", "netns", "exec", NS_CLI] + probe
-    for _ in range(100):
-        if subprocess.run(probe).returncode == 0:
-            return proc
+    with open(os.path.join(directory, "stderr.log"), "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    children.append((f"nginx-{tag}", proc))
+    probes = [f"http://{addr}:{ports['http']}/", f"https://{addr}:{ports['https']}/"]
+    for _ in range(100):  # at most ~10 s (more across the delay line)
+        if proc.poll() is not None:
+            break
+        ok = True
+        for url in probes:
+            probe = ["curl", "-s", "-o", "/dev/null", "--max-time", "2", "--cacert", CERT, url]
+            if netns:
+                probe = ["ip", "netns", "exec", NS_CLI] + probe
+            ok = ok and subprocess.run(probe).returncode == 0
+        if ok:
+            return directory
         time.sleep(0.1)
-    raise SystemExit(f"bench: nginx on {addr} did not start")
+    with open(os.path.join(directory, "error.log")) as f:
+        raise SystemExit(f"bench: nginx on {addr} did not start:\n{f.read()[-2000:]}")
 
 
 def start_delay_line():
-    """Two namespaces joined by the TUN delay line; False if the sandbox forbids it."""
+    """Our two namespaces joined by the TUN delay line; (True, "") or (False, reason)."""
+    existing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     for ns in (NS_SRV, NS_CLI):
-        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
-        if subprocess.run(["ip", "netns", "add", ns]).returncode != 0:
-            return False
+        if re.search(rf"^{ns}\b", existing, re.M):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                                  text=True).stdout.split()
+            if pids:  # never take over a namespace another bench is still using
+                return False, (f"namespace {ns} exists and processes {' '.join(pids[:5])} "
+                               f"run in it (another bench?)")
+            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)  # stale
+        r = subprocess.run(["ip", "netns", "add", ns], capture_output=True, text=True)
+        if r.returncode != 0:
+            return False, f"`ip netns add {ns}` failed: {r.stderr.strip()}"
+        CREATED_NS.append(ns)
+        with open(os.path.join(WORK, "netns-created"), "a") as f:
+            f.write(ns + "\n")
+    if not os.path.exists("/dev/net/tun"):
+        return False, "/dev/net/tun does not exist"
     proc = subprocess.Popen(
         [sys.executable, os.path.join(REPO, "bench", "delayline.py"), NS_SRV, f"{SRV_ADDR}/24",
-         NS_CLI, f"{CLI_ADDR}/24", "--delay-ms", str(RTT_MS / 2), "--seconds", "7200"],
-        stdout=subprocess.PIPE, text=True)
-    children.append(proc)
-    if proc.stdout.readline().strip() != "delayline: ready":
-        return False
-    return True
+         NS_CLI, f"{CLI_ADDR}/24", "--delay-ms", str(RTT_MS / 2), "--seconds", "7200",
+         "--names", f"{TUN_SRV},{TUN_CLI}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children.append(("delayline", proc))
+    with open(os.path.join(WORK, "delayline.pid"), "w") as f:
+        f.write(str(proc.pid))
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    line = proc.stdout.readline().strip() if ready else ""
+    if line != "delayline: ready":
+        proc.kill()
+        err = proc.stderr.read().strip().splitlines()
+        return False, "the delay line did not start: " + (err[-1] if err else "no output")
+    return True, ""
 
 
-def measure_rtt():
-    out = subprocess.run(
-        ["ip", "netns", "exec", NS_CLI, "curl", "-s", "-o", "/dev/null", "-w", "%{time_connect}",
-         f"http://{SRV_ADDR}:{HTTP_PORT}/"], capture_output=True, text=True)
-    try:
-        return float(out.stdout) * 1000
-    except ValueError:
-        return float("nan")
+def stop_delay_line():
+    for name, proc in children:
+        if name == "delayline" and proc.poll() is None:
+            proc.terminate()
+            try:
+                out, _ = proc.communicate(timeout=5)
+                return out.strip().splitlines()[-1] if out.strip() else ""
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return ""
+
+
+def ping_rtt():
+    r = subprocess.run(["ip", "netns", "exec", NS_CLI, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+                        SRV_ADDR], capture_output=True, text=True, timeout=30)
+    summary = [line for line in r.stdout.splitlines() if "min/avg/max" in line]
+    if r.returncode != 0 or not summary:
+        return None, (r.stdout + r.stderr).strip()
+    avg = float(summary[0].split("=")[1].split("/")[1])
+    return avg, summary[0].strip()
+
+
+def tun_drops():
+    """Drop counters of our TUN devices, as `ip -s link` reports them."""
+    counts = []
+    for ns, dev in ((NS_SRV, TUN_SRV), (NS_CLI, TUN_CLI)):
+        r = subprocess.run(["ip", "netns", "exec", ns, "ip", "-s", "-j", "link", "show", dev],
+                           capture_output=True, text=True)
+        try:
+            stats = json.loads(r.stdout)[0]["stats64"]
+            counts.append(f"{dev}: rx dropped {stats['rx']['dropped']}, "
+                          f"tx dropped {stats['tx']['dropped']}")
+        except (ValueError, LookupError):
+            pass
+    return "; ".join(counts)
 
 
 def cleanup():
-    for proc in children:
+    for name, proc in reversed(children):
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+            proc.terminate()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    for ns in (NS_SRV, NS_CLI):
+                proc.wait()
+    for ns in CREATED_NS:
         subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+    CREATED_NS.clear()
+    if not KEEP:
+        shutil.rmtree(os.path.join(WORK, "fixtures"), ignore_errors=True)
+    shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------
 # Tools
 
-def base_url(scenario):
-    host = SRV_ADDR if scenario["delay"] else "127.0.0.1"
-    scheme, port = ("https", HTTPS_PORT) if scenario["tls"] else ("http", HTTP_PORT)
-    return f"{scheme}://{host}:{port}/{scenario['files']}x{scenario['size']}/"
+class Env:
+    """Where a scenario is served from: addresses, ports, namespace."""
+
+    def __init__(self, local_ports):
+        self.local_ports = local_ports
+
+    def host_ports(self, sc):
+        return (SRV_ADDR, NS_PORTS) if sc["delay"] else ("127.0.0.1", self.local_ports)
 
 
-def command(tool, scenario, manifest, out, scratch):
-    """The command line (and stdin path) of one run of `tool`."""
-    url = base_url(scenario)
-    cert = os.path.join(WORK, "cert.pem")
-    n = str(scenario["parallel"])
-    os.makedirs(scratch, exist_ok=True)
-    listing = os.path.join(scratch, f"{tool}.list")
+def base_url(sc, host, ports, probe=False):
+    if probe:
+        scheme, port = "https", ports["probe"]
+    elif sc["tls"]:
+        scheme, port = "https", ports["https"]
+    else:
+        scheme, port = "http", ports["http"]
+    return f"{scheme}://{host}:{port}/{sc['files']}x{sc['size']}/"
+
+
+def command(tool, sc, manifest, out, lists, host, ports, probe=False):
+    """The command line of one run of `tool` and the file to give it on stdin (or None).
+    Writes the tool's input file under `lists`."""
+    url = base_url(sc, host, ports, probe)
+    tls = sc["tls"] or probe
+    n = str(sc["n"])
+    listing = os.path.join(lists, f"{sc['name']}-{tool}.{'jsonl' if tool == 'fetchmux' else 'txt'}")
     stdin = None
-    if tool == "fetchmux":
-        with open(listing, "w") as f:
+    with open(listing, "w") as f:
+        if tool == "fetchmux":
             for name, size, sha in manifest:
                 f.write(json.dumps({"op": "download", "id": name, "url": url + name,
                                     "dest": os.path.join(out, name), "size": size,
                                     "hashes": {"sha256": sha}}) + "\n")
-        cmd = [FETCHMUX, "--max-parallel", n, "--max-per-host", n, "--ca-file", cert]
-        cmd += os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
-        stdin = listing
-    elif tool == "curl":
-        with open(listing, "w") as f:
+            cmd = [FETCHMUX, "--max-parallel", n, "--max-per-host", n]
+            cmd += ["--ca-file", CERT] if tls else []
+            cmd += FETCHMUX_ARGS
+            stdin = listing
+        elif tool == "curl":
             for name, _, _ in manifest:
                 f.write(f'url = "{url}{name}"\noutput = "{os.path.join(out, name)}"\n')
-        cmd = ["curl", "-s", "--fail", "--parallel", "--parallel-max", n, "--cacert", cert, "-K", listing]
-    elif tool == "wget2":
-        with open(listing, "w") as f:
+            cmd = ["curl", "--silent", "--show-error", "--fail", "--parallel",
+                   "--parallel-max", n] + (["--cacert", CERT] if tls else []) + ["-K", listing]
+        elif tool == "wget2":
             f.writelines(url + name + "\n" for name, _, _ in manifest)
-        cmd = ["wget2", "-q", "--max-threads", n, "--no-robots", "-nd", "-P", out,
-               "--ca-certificate", cert, "-i", listing]
-    elif tool == "aria2c":
-        with open(listing, "w") as f:
+            cmd = ["wget2", "--quiet", "--max-threads", n, "--directory-prefix", out]
+            cmd += ["--ca-certificate", CERT] if tls else []
+            cmd += ["--input-file", listing]
+        elif tool == "aria2c":
             for name, _, sha in manifest:
                 f.write(f"{url}{name}\n  out={name}\n  checksum=sha-256={sha}\n")
-        cmd = ["aria2c", "-q", "-j", n, "-x", "1", "-d", out, "--ca-certificate", cert,
-               "--file-allocation=none", "--allow-overwrite=true", "--auto-file-renaming=false",
-               "--check-integrity=true", "-i", listing]
-    elif tool == "sequential":
-        with open(listing, "w") as f:
+            cmd = ["aria2c", "--quiet", "-j", n, "-x1", "--dir", out]
+            cmd += ["--ca-certificate", CERT] if tls else []
+            cmd += ["-i", listing]
+        elif tool == "sequential":
             f.writelines(f"{url}{name} {name}\n" for name, _, _ in manifest)
-        cmd = [sys.executable, os.path.join(REPO, "bench", "seq_download.py"), listing, out, cert]
-    else:
-        raise ValueError(tool)
-    if scenario["delay"]:
+            cmd = [sys.executable, os.path.join(REPO, "bench", "seq_download.py"), listing, out]
+            cmd += [CERT] if tls else []
+        elif tool == "cp":
+            cmd = ["cp", "-r", fixture_dir(sc) + "/.", out]
+        elif tool == "sha256":
+            cmd = ["openssl", "dgst", "-sha256"] + [os.path.join(fixture_dir(sc), m[0])
+                                                    for m in manifest]
+        else:
+            raise ValueError(tool)
+    if sc["delay"] and tool in NETWORK_TOOLS + ["sequential"]:
         cmd = ["ip", "netns", "exec", NS_CLI] + cmd
     return cmd, stdin
 
 
-def verify(out, manifest):
+def check_files(out, manifest):
+    """None if `out` holds exactly the manifest's files with the right sizes and digests."""
+    present = set(os.listdir(out))
+    problems = []
     for name, size, sha in manifest:
         path = os.path.join(out, name)
-        try:
-            if os.path.getsize(path) != size:
-                return f"{name}: wrong size"
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != sha:
-                return f"{name}: wrong sha256"
-        except OSError as e:
-            return f"{name}: {e.strerror}"
+        if name not in present:
+            problems.append(f"{name} missing")
+            continue
+        present.discard(name)
+        if os.path.getsize(path) != size:
+            problems.append(f"{name} has {os.path.getsize(path)} bytes, not {size}")
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != sha:
+            problems.append(f"{name}: wrong sha256")
+    if present:
+        problems.append(f"unexpected files: {', '.join(sorted(present)[:5])}")
+    if problems:
+        return f"{len(problems)} problem(s): " + "; ".join(problems[:5])
     return None
 
 
-def run_once(tool, scenario, manifest, index):
-    scratch = os.path.join(WORK, "runs")
-    os.makedirs(scratch, exist_ok=True)
-    out = os.path.join(scratch, f"{scenario['name']}-{tool}-{index}-{time.monotonic_ns()}")
-    os.makedirs(out)
-    cmd, stdin = command(tool, scenario, manifest, out, scratch)
-    timefile = os.path.join(scratch, "time")
-    with open(stdin or os.devnull) as inp:
-        result = subprocess.run(["/usr/bin/time", "-f", "%e %U %S %M", "-o", timefile] + cmd,
-                                stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True, timeout=1800)
-    with open(timefile) as f:
-        wall, user, sys_, rss = f.read().split()[-4:]
-    error = verify(out, manifest)
-    if error is None and result.returncode != 0:
-        error = f"exit status {result.returncode}: {result.stderr.strip()[:200]}"
-    # Deleting thousands of files makes creating the next thousands slow on ext4 here, and
-    # would penalise whichever tool runs next: run directories go only after the scenario.
-    if SMOKE:
+def check_digests(stdout_path, manifest):
+    """For the sha256 bound: openssl's digests must be the manifest's."""
+    with open(stdout_path) as f:
+        got = dict(re.findall(r"\(.*/([^/]+)\)= ([0-9a-f]{64})", f.read()))
+    bad = [m[0] for m in manifest if got.get(m[0]) != m[2]]
+    return f"wrong or missing digest for {', '.join(bad[:5])}" if bad else None
+
+
+def timed(cmd, stdin_path, stdout_path, stderr_path, timefile):
+    """Run under GNU time in a session of its own; (exit status or None on timeout, times)."""
+    with open(stdin_path or os.devnull, "rb") as inp, open(stdout_path, "wb") as so, \
+            open(stderr_path, "wb") as se:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "%e %U %S %M", "-o", timefile] + cmd,
+                                stdin=inp, stdout=so, stderr=se, start_new_session=True)
+        try:
+            status = proc.wait(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            status = None
+    try:
+        with open(timefile) as f:
+            wall, user, sys_, rss = f.read().split()[-4:]
+        times = float(wall), float(user), float(sys_), int(rss)
+    except (OSError, ValueError):
+        times = (RUN_TIMEOUT, 0.0, 0.0, 0)
+    return status, times
+
+
+def run_once(tool, sc, manifest, index, position, env):
+    runs = os.path.join(WORK, "runs")
+    lists = os.path.join(WORK, "lists")
+    os.makedirs(runs, exist_ok=True)
+    os.makedirs(lists, exist_ok=True)
+    out = os.path.join(runs, f"{sc['name']}-{tool}-{index}-{time.monotonic_ns()}")
+    os.mkdir(out)
+    host, ports = env.host_ports(sc)
+    cmd, stdin = command(tool, sc, manifest, out, lists, host, ports)
+    logs = os.path.join(WORK, "logs")
+    os.makedirs(logs, exist_ok=True)
+    stem = os.path.join(logs, f"{sc['name']}-{tool}-{index}")
+    status, (wall, user, sys_, rss) = timed(cmd, stdin, stem + ".out", stem + ".err", stem + ".time")
+    if tool == "sha256":
+        error = check_digests(stem + ".out", manifest)
+    else:
+        error = check_files(out, manifest)
+    if status is None:
+        error = f"killed after {RUN_TIMEOUT:.0f} s" + (f"; {error}" if error else "")
+    elif status != 0:
+        with open(stem + ".err", errors="replace") as f:
+            tail = " ".join(f.read().split())[-200:]
+        error = f"exit status {status}: {tail}" + (f"; {error}" if error else "")
+    shutil.rmtree(out, ignore_errors=True)
+    subprocess.run(["sync"])
+    if SETTLE:
+        time.sleep(SETTLE)
+    return dict(scenario=sc["name"], tool=tool, run=index + 1, position=position + 1,
+                files=len(manifest), bytes=sum(m[1] for m in manifest), wall_s=wall,
+                user_s=user, sys_s=sys_, cpu_s=round(user + sys_, 2), maxrss_kib=rss,
+                exit_status="timeout" if status is None else status, ok=error is None,
+                error=error or "")
+
+
+def probe_protocols(sc, manifest, env):
+    """Untimed: each network tool fetches 8 files from the logging port; which protocol did
+    nginx see, over how many connections?"""
+    host, ports = env.host_ports(sc)
+    logfile = os.path.join(WORK, "nginx-netns" if sc["delay"] else "nginx-local", "probe.log")
+    found = {}
+    for tool in [t for t in sc["tools"] if t in NETWORK_TOOLS + ["sequential"]]:
+        out = os.path.join(WORK, "runs", f"probe-{sc['name']}-{tool}")
+        os.makedirs(out)
+        offset = os.path.getsize(logfile) if os.path.exists(logfile) else 0
+        cmd, stdin = command(tool, sc, manifest[:8], out, os.path.join(WORK, "lists"), host,
+                             ports, probe=True)
+        with open(stdin or os.devnull, "rb") as inp:
+            r = subprocess.run(cmd, stdin=inp, capture_output=True, timeout=120)
+        error = check_files(out, manifest[:8])
         shutil.rmtree(out, ignore_errors=True)
-    return dict(scenario=scenario["name"], tool=tool, run=index, wall=float(wall),
-                cpu=float(user) + float(sys_), rss_mb=int(rss) / 1024, ok=error is None,
-                error=error, bytes=sum(m[1] for m in manifest))
-
-
-def timed(cmd):
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+        lines = []
+        if os.path.exists(logfile):
+            with open(logfile) as f:
+                f.seek(offset)
+                lines = [line.split() for line in f if line.strip()]
+        protocols = sorted({line[0] for line in lines})
+        connections = len({line[-1] for line in lines})
+        found[tool] = (f"{'/'.join(protocols) or '?'}, {len(lines)} requests on "
+                       f"{connections} connection(s)"
+                       + ("" if r.returncode == 0 and not error else f"; probe FAILED: {error}"))
+    return found
 
 
 # ---------------------------------------------------------------------------------------
-# Report
+# Summary, report, plot
+
+def median(values):
+    return statistics.median(values) if values else None
+
 
 def summarize(results):
     rows = {}
     for r in results:
         rows.setdefault((r["scenario"], r["tool"]), []).append(r)
-    summary = []
-    for (scenario, tool), runs in rows.items():
+    summary = {}
+    for key, runs in rows.items():
         good = [r for r in runs if r["ok"]]
-        if not good:
-            summary.append(dict(scenario=scenario, tool=tool, ok=0, runs=len(runs)))
-            continue
-        gb = good[0]["bytes"] / 1e9
-        summary.append(dict(
-            scenario=scenario, tool=tool, ok=len(good), runs=len(runs),
-            wall=statistics.median(r["wall"] for r in good),
-            cpu=statistics.median(r["cpu"] for r in good),
-            cpu_per_gb=statistics.median(r["cpu"] for r in good) / gb,
-            rss=statistics.median(r["rss_mb"] for r in good)))
+        s = dict(scenario=key[0], tool=key[1], runs=len(runs), ok=len(good),
+                 files=runs[0]["files"], bytes=runs[0]["bytes"])
+        if good:
+            s.update(wall=median([r["wall_s"] for r in good]),
+                     wall_min=min(r["wall_s"] for r in good),
+                     wall_max=max(r["wall_s"] for r in good),
+                     cpu=median([r["cpu_s"] for r in good]),
+                     rss=median([r["maxrss_kib"] for r in good]) / 1024)
+            s["cpu_per_gb"] = s["cpu"] / (s["bytes"] / 1e9) if s["bytes"] else 0.0
+        summary[key] = s
     return summary
 
 
-TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
+def best_peer(summary, name):
+    peers = [summary[(name, p)] for p in PEERS if (name, p) in summary and summary[(name, p)]["ok"]]
+    return min(peers, key=lambda s: s["wall"]) if peers else None
 
 
-def write_report(summary, notes, versions, bounds):
-    lines = ["# Benchmarks", "",
-             f"Generated by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             "Medians over the runs of each tool, tools alternating run by run, every run into a "
-             "fresh directory on disk and every file of every run checked (size and SHA-256); a "
-             "run with a wrong or missing file does not count. fetchmux verifies SHA-256 and size "
-             "of every file while downloading (digests passed in the requests); aria2c verifies "
-             "SHA-256 too (`checksum=` per file, `--check-integrity`); curl, wget2 and the "
-             "sequential baseline verify nothing.", "",
-             "| scenario | tool | median wall s | median CPU s | CPU s/GB | peak RSS MB | ok runs | fetchmux / best peer |",
-             "|---|---|---|---|---|---|---|---|"]
-    by = {(s["scenario"], s["tool"]): s for s in summary}
-    for scenario in [s["name"] for s in SCENARIOS]:
-        peers = [by[(scenario, p)] for p in PEERS if (scenario, p) in by and by[(scenario, p)]["ok"]]
-        best = min(peers, key=lambda s: s["wall"]) if peers else None
-        for tool in TOOLS:
-            s = by.get((scenario, tool))
+def table(summary, scenarios):
+    lines = ["| scenario | tool | files | ok runs | median wall s (min–max) | rate | "
+             "median CPU s (user+sys) | CPU s / GB | median peak RSS MiB | fetchmux / best peer |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for sc in scenarios:
+        best = best_peer(summary, sc["name"])
+        for tool in ALL_TOOLS:
+            s = summary.get((sc["name"], tool))
             if s is None:
                 continue
+            label = {"sequential": "one at a time (subset)", "cp": "cp (floor)",
+                     "sha256": "openssl sha256 (1 core)"}.get(tool, tool)
+            if tool == "aria2c":
+                label = "aria2c (verifies sha-256)"
+            if tool == "fetchmux":
+                label = "**fetchmux** (verifies sha-256 + size)"
+            files = f"{s['files']:,} × {human_size(sc['size'])}"
             if not s["ok"]:
-                lines.append(f"| {scenario} | {tool} | failed | | | | 0/{s['runs']} | |")
+                lines.append(f"| {sc['name']} | {label} | {files} | 0/{s['runs']} | failed | | | | | |")
                 continue
+            if s["wall"] <= 0:
+                rate = "–"
+            elif sc["size"] >= MIB:
+                rate = f"{s['bytes'] / s['wall'] / 1e6:,.0f} MB/s"
+            else:
+                rate = f"{s['files'] / s['wall']:,.0f} files/s"
             ratio = ""
-            if tool == "fetchmux" and best:
-                ratio = f"{s['wall'] / best['wall']:.2f} (best: {best['tool']})"
-            label = tool
-            if tool == "sequential":
-                label = f"sequential ({SEQ_SUBSET[scenario]}-file subset)"
-            lines.append(f"| {scenario} | {label} | {s['wall']:.2f} | {s['cpu']:.2f} | "
-                         f"{s['cpu_per_gb']:.1f} | {s['rss']:.0f} | {s['ok']}/{s['runs']} | {ratio} |")
-    lines += ["", "## Targets", ""]
-    for scenario in [s["name"] for s in SCENARIOS]:
-        fm = by.get((scenario, "fetchmux"))
-        peers = [by[(scenario, p)] for p in PEERS if (scenario, p) in by and by[(scenario, p)]["ok"]]
+            if tool == "fetchmux" and best and best["wall"] > 0:
+                ratio = f"**{s['wall'] / best['wall']:.2f}** (best: {best['tool']})"
+            lines.append(
+                f"| {sc['name']} | {label} | {files} | {s['ok']}/{s['runs']} | "
+                f"{s['wall']:.2f} ({s['wall_min']:.2f}–{s['wall_max']:.2f}) | {rate} | "
+                f"{s['cpu']:.2f} | {s['cpu_per_gb']:.1f} | {s['rss']:.1f} | {ratio} |")
+    return lines
+
+
+def targets(summary, scenarios, skipped):
+    lines = []
+    names = [sc["name"] for sc in scenarios]
+    for name in ["A", "B", "C", "L", "L2"]:
+        sc = next((s for s in SCENARIOS if s["name"] == name), None)
+        fm = summary.get((name, "fetchmux"))
+        if name in skipped:
+            lines.append(f"- **{name}**: not measured ({skipped[name]}).")
+            continue
+        if name not in names:
+            lines.append(f"- **{name}**: not run (BENCH_ONLY).")
+            continue
         if not fm or not fm["ok"]:
-            lines.append(f"- {scenario}: no fetchmux result.")
+            lines.append(f"- **{name}**: does not hold: fetchmux had no successful run.")
             continue
-        best = min(peers, key=lambda s: s["wall"]) if peers else None
-        if scenario in ("L",):
-            bound = bounds.get("L")
-            if bound:
-                verdict = "holds" if fm["wall"] <= bound * 1.1 else "does not hold"
-                lines.append(f"- L: fetchmux {fm['wall']:.2f} s against the latency bound "
-                             f"{bound:.2f} s (files / parallel x RTT): target within 10 % {verdict}.")
+        if name == "L":
+            bound = sc["files"] / sc["n"] * RTT_MS / 1000
+            verdict = "holds" if fm["wall"] <= 1.1 * bound else "does not hold"
+            lines.append(f"- **L** (within 10 % of files / parallel × RTT = {sc['files']:,} / "
+                         f"{sc['n']} × {RTT_MS:.0f} ms = {bound:.2f} s, so ≤ {1.1 * bound:.2f} s): "
+                         f"fetchmux {fm['wall']:.2f} s = {fm['wall'] / bound:.2f} × the bound: "
+                         f"**{verdict}**.")
             continue
-        if best is None:
+        best = best_peer(summary, name)
+        if not best or best["wall"] <= 0:
+            lines.append(f"- **{name}**: no peer had a successful run.")
             continue
         ratio = fm["wall"] / best["wall"]
-        target = TARGETS[scenario]
-        verdict = "holds" if ratio <= target else "does not hold"
-        extra = ""
-        if scenario == "C" and "sha256" in bounds:
-            within = fm["wall"] <= bounds["sha256"] * 1.1
-            extra = (f" The single-core SHA-256 bound measured in the same run is "
-                     f"{bounds['sha256']:.2f} s; within 10 % of it: {'yes' if within else 'no'}.")
-        lines.append(f"- {scenario}: fetchmux / best peer ({best['tool']}) = {ratio:.2f}; "
-                     f"target ≤ {target}: {verdict}.{extra}")
-    if bounds:
-        lines += ["", "## Floors and bounds measured in the same run", ""]
-        for key, value in bounds.items():
-            lines.append(f"- {key}: {value:.2f} s")
-    lines += ["", "## Machine and versions", ""] + [f"- {k}: {v}" for k, v in versions.items()]
-    lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    lines += ["", "## Commands", "", "```"]
-    for tool in TOOLS:
-        cmd, _ = command(tool, dict(SCENARIOS[0], delay=False, tls=False), [["fN", 0, "…"]],
-                         "OUT", os.path.join(WORK, "runs"))
-        lines.append(" ".join(cmd) + ("  < requests.jsonl" if tool == "fetchmux" else ""))
-    lines += ["```", "", "![median wall time](benchmarks.svg)", ""]
-    with open(os.path.join(REPO, "docs", "benchmarks.md"), "w") as f:
-        f.write("\n".join(lines))
-    write_svg(summary)
+        ok = ratio <= TARGETS[name]
+        text = (f"- **{name}** (fetchmux ≤ {TARGETS[name]} × best peer): fetchmux "
+                f"{fm['wall']:.2f} s / {best['tool']} {best['wall']:.2f} s = {ratio:.2f}")
+        sha = summary.get((name, "sha256"))
+        if name == "C" and sha and sha["ok"] and sha["wall"] > 0:
+            near = fm["wall"] <= 1.1 * sha["wall"]
+            text += (f"; single-core SHA-256 bound {sha['wall']:.2f} s, fetchmux = "
+                     f"{fm['wall'] / sha['wall']:.2f} × the bound (within 10 %: "
+                     f"{'yes' if near else 'no'})")
+            ok = ok or near
+        lines.append(text + f": **{'holds' if ok else 'does not hold'}**.")
+    return lines
 
 
-def write_svg(summary):
-    scenarios = [s["name"] for s in SCENARIOS]
-    colors = dict(fetchmux="#1f77b4", curl="#ff7f0e", wget2="#2ca02c", aria2c="#d62728",
-                  sequential="#9467bd")
-    by = {(s["scenario"], s["tool"]): s for s in summary if s["ok"]}
-    width, height, left, bottom = 900, 420, 60, 360
-    group = (width - left - 20) / len(scenarios)
-    bar = group / (len(TOOLS) + 1)
+def versions():
+    def first_line(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return ((r.stdout or "") + (r.stderr or "")).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "unknown"
+
+    cpu = "unknown"
+    mem = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    try:
+        hello = json.loads(subprocess.run([FETCHMUX], stdin=subprocess.DEVNULL, capture_output=True,
+                                          text=True, timeout=10).stdout.splitlines()[0])
+        libcurl = hello.get("libcurl", "?")
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        libcurl = "?"
+    debian = open("/etc/debian_version").read().strip() if os.path.exists("/etc/debian_version") else "?"
+    return {
+        "machine": f"{os.cpu_count()} CPUs (nproc {first_line(['nproc'])}), {cpu}",
+        "memory": mem,
+        "system": f"Debian {debian}, kernel {first_line(['uname', '-r'])}",
+        "fetchmux": f"{first_line([FETCHMUX, '--version'])}, libcurl {libcurl} (from its hello "
+                    f"event), built by `cargo build --release`",
+        "curl": first_line(["curl", "--version"]),
+        "wget2": first_line(["wget2", "--version"]),
+        "aria2c": first_line(["aria2c", "--version"]),
+        "nginx": first_line(["nginx", "-v"]),
+        "openssl": first_line(["openssl", "version"]),
+        "python": sys.version.split()[0],
+    }
+
+
+def commands_section(scenarios, env):
+    lines = ["Input files are written before each timed run; OUT is the run's fresh directory, "
+             "WORK the scratch directory. One line of each input file is shown.", ""]
+    for sc in scenarios:
+        host, ports = env.host_ports(sc)
+        sample = [["f0000.bin", sc["size"], "<sha256 hex>"]]
+        lines.append(f"**{sc['name']}** ({sc['files']:,} × {human_size(sc['size'])}, "
+                     f"{'https' if sc['tls'] else 'http'}://{host}"
+                     f"{', through the delay line' if sc['delay'] else ''}):")
+        lines.append("")
+        lines.append("```")
+        tmp = tempfile.mkdtemp(dir=WORK)
+        for tool in sc["tools"]:
+            manifest = sample[:1]
+            cmd, stdin = command(tool, sc, manifest, "OUT", tmp, host, ports)
+            text = " ".join(cmd).replace(WORK, "WORK").replace(tmp, "WORK/lists")
+            text = text.replace(REPO + "/", "")
+            if stdin:
+                text += f" < {stdin.replace(tmp, 'WORK/lists')} > events.jsonl"
+            lines.append(text)
+            listing = [p for p in os.listdir(tmp) if p.startswith(f"{sc['name']}-{tool}.")]
+            if listing:
+                with open(os.path.join(tmp, listing[0])) as f:
+                    body = f.read().strip().replace(WORK, "WORK")
+                lines.append("    # input: " + body.replace("\n", "\n    #        "))
+        shutil.rmtree(tmp)
+        lines += ["```", ""]
+    return lines
+
+
+def write_svg(summary, scenarios, path):
+    colors = dict(fetchmux="#1f5fbf", curl="#f28e2b", wget2="#59a14f", aria2c="#e15759",
+                  sequential="#9c755f", cp="#bab0ac", sha256="#76b7b2")
+    width, height = 980, 460
+    left, top, bottom = 30, 60, 370
+    groups = [sc for sc in scenarios if any((sc["name"], t) in summary for t in ALL_TOOLS)]
+    group_w = (width - 2 * left) / max(1, len(groups))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'font-family="sans-serif" font-size="12">',
-             f'<text x="{width/2}" y="20" text-anchor="middle" font-size="14">Median wall time '
-             f'per scenario (each group scaled to its slowest tool; seconds on the bars)</text>']
-    for gi, scenario in enumerate(scenarios):
-        values = [by[(scenario, t)]["wall"] for t in TOOLS if (scenario, t) in by]
-        top = max(values) if values else 1
-        x0 = left + gi * group
-        parts.append(f'<text x="{x0 + group/2}" y="{bottom + 20}" text-anchor="middle">{scenario}</text>')
-        for ti, tool in enumerate(TOOLS):
-            s = by.get((scenario, tool))
-            if not s:
+             f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{width / 2}" y="22" text-anchor="middle" font-size="16">'
+             f'fetchmux benchmarks: median wall time in seconds (lower is better)</text>',
+             f'<text x="{width / 2}" y="42" text-anchor="middle" font-size="11" fill="#555">'
+             f'Each scenario has its own scale (its slowest full-size tool); the one-at-a-time '
+             f'bar covers a subset and is cut off when taller.</text>']
+    for gi, sc in enumerate(groups):
+        x0 = left + gi * group_w
+        tools = [t for t in ALL_TOOLS if (sc["name"], t) in summary]
+        full = [summary[(sc["name"], t)]["wall"] for t in tools
+                if summary[(sc["name"], t)]["ok"] and t != "sequential"]
+        scale_max = max(full) if full else 1.0
+        bar_w = (group_w - 20) / max(1, len(tools))
+        parts.append(f'<line x1="{x0 + 8:.1f}" y1="{bottom}" x2="{x0 + group_w - 8:.1f}" '
+                     f'y2="{bottom}" stroke="#333"/>')
+        label = f"{sc['name']}: {sc['files']:,} × {human_size(sc['size'])}"
+        label += ", 50 ms RTT" if sc["delay"] else ""
+        label += ", TLS+h2" if sc["tls"] else ""
+        parts.append(f'<text x="{x0 + group_w / 2:.1f}" y="{bottom + 20}" text-anchor="middle" '
+                     f'font-size="11">{label}</text>')
+        for ti, tool in enumerate(tools):
+            s = summary[(sc["name"], tool)]
+            x = x0 + 10 + ti * bar_w
+            if not s["ok"]:
+                parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{bottom - 4}" text-anchor="middle" '
+                             f'font-size="9" fill="{colors[tool]}">failed</text>')
                 continue
-            h = (bottom - 40) * s["wall"] / top
-            x = x0 + (ti + 0.5) * bar
-            parts.append(f'<rect x="{x:.1f}" y="{bottom - h:.1f}" width="{bar*0.9:.1f}" '
-                         f'height="{h:.1f}" fill="{colors[tool]}"/>')
-            parts.append(f'<text x="{x + bar*0.45:.1f}" y="{bottom - h - 3:.1f}" '
-                         f'text-anchor="middle" font-size="9">{s["wall"]:.2f}</text>')
-    for ti, tool in enumerate(TOOLS):
-        parts.append(f'<rect x="{left + ti*150}" y="{height-25}" width="12" height="12" fill="{colors[tool]}"/>'
-                     f'<text x="{left + ti*150 + 16}" y="{height-15}">{tool}</text>')
+            h = (bottom - top - 20) * min(1.0, s["wall"] / scale_max)
+            cut = s["wall"] > scale_max * 1.0001
+            parts.append(f'<rect x="{x + 1:.1f}" y="{bottom - h:.1f}" width="{bar_w - 2:.1f}" '
+                         f'height="{h:.1f}" fill="{colors[tool]}"><title>{sc["name"]} {tool}: '
+                         f'{s["wall"]:.2f} s</title></rect>')
+            if cut:
+                y = bottom - h + 12
+                parts.append(f'<path d="M{x + 1:.1f} {y:.1f} l{(bar_w - 2) / 2:.1f} -5 '
+                             f'l{(bar_w - 2) / 2:.1f} 5" stroke="white" stroke-width="3" fill="none"/>')
+            value = f"{s['wall']:.2f}" if s["wall"] < 100 else f"{s['wall']:.0f}"
+            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{bottom - h - 4:.1f}" '
+                         f'text-anchor="middle" font-size="9">{value}</text>')
+    legend = [t for t in ALL_TOOLS if any((sc["name"], t) in summary for sc in groups)]
+    names = dict(sequential="one at a time (subset)", cp="cp floor", sha256="sha256 bound",
+                 aria2c="aria2c (verifies)", fetchmux="fetchmux (verifies)")
+    step = (width - 2 * left) / max(1, len(legend))
+    for i, tool in enumerate(legend):
+        x = left + i * step
+        parts.append(f'<rect x="{x:.1f}" y="{height - 40}" width="12" height="12" '
+                     f'fill="{colors[tool]}"/><text x="{x + 16:.1f}" y="{height - 30}" '
+                     f'font-size="11">{names.get(tool, tool)}</text>')
     parts.append("</svg>")
-    with open(os.path.join(REPO, "docs", "benchmarks.svg"), "w") as f:
-        f.write("\n".join(parts))
+    with open(path, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
+    docs = os.path.join(REPO, "docs") if WRITE_DOCS else WORK
+    md_path = os.path.join(docs, "benchmarks.md")
+    svg_path = os.path.join(docs, "benchmarks.svg")
+    vers = versions()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (bench/bench.py) on {started} UTC; do not edit by hand, "
+        "run `make bench` again. Raw per-run results were written to a CSV file in the "
+        "scratch directory (path printed at the end of the run).",
+        "",
+        f"fetchmux against the tools a package manager might use instead, on one machine "
+        f"(below), nginx on the same machine. N = {PARALLEL} transfers at once for A, B, L, L2 "
+        f"and N = {PARALLEL_C} for C, the same N for every tool. Medians over {RUNS} runs per "
+        f"tool ({RUNS_C} for C).",
+        "",
+        "## Results",
+        "",
+    ] + table(summary, scenarios) + [
+        "",
+        "fetchmux / best peer: fetchmux's median wall time divided by the lowest median wall "
+        "time among curl, wget2 and aria2c (the one-at-a-time baseline runs on a subset and "
+        "is not a peer; cp and openssl are floors, not peers). CPU is user + system time of "
+        "the whole process tree; CPU s / GB is per 10⁹ bytes of files fetched.",
+        "",
+        "What each tool verifies: **fetchmux** checks size and SHA-256 of every file while it "
+        "downloads (`size` and `hashes.sha256` in every request) and places only verified "
+        "files; **aria2c** checks SHA-256 after each download (`checksum=sha-256=…` per entry "
+        "of its input file; it exits 32 on a mismatch); curl, wget2 and the one-at-a-time "
+        "downloader check nothing. The harness checks every file of every run afterwards, "
+        "outside the timing.",
+        "",
+        "## Targets",
+        "",
+    ] + targets(summary, scenarios, skipped) + [
+        "",
+        "## Method",
+        "",
+        f"- Every tool runs {RUNS} times per scenario ({RUNS_C} for C), round-robin: run 1 of "
+        "every tool, then run 2 of every tool, …, with the order rotated by one each round, "
+        "so that no tool always follows the same one.",
+        "- Every run writes into a brand-new directory on disk (ext4). After the run every "
+        "file is checked against the manifest (size and SHA-256; missing, wrong or unexpected "
+        "files, or a non-zero exit status, fail the run, and a failed run does not count). "
+        f"Then the directory is deleted, `sync` runs and the bench waits {SETTLE:g} s before "
+        "the next run.",
+        "- Each run is timed by GNU time, `/usr/bin/time -f '%e %U %S %M'` (wall, user, "
+        f"system, peak RSS); for L and L2 the whole `ip netns exec {NS_CLI} …` command is timed.",
+        "- nginx (one worker process, sendfile, keep-alive, keepalive_requests 100000, no "
+        "access log) serves the fixtures from the page cache: plain HTTP/1.1 on one port, TLS "
+        "with HTTP/2 on another, with a self-signed certificate made by openssl at bench "
+        "time. Every tool is told to trust that certificate (fetchmux `--ca-file`, curl "
+        "`--cacert`, wget2 `--ca-certificate`, aria2c `--ca-certificate`, Python "
+        "`ssl.create_default_context(cafile=…)`); no tool runs with verification off.",
+        "- Fixtures are random bytes, generated at bench time in the scratch directory and "
+        "synced to disk before the first run.",
+        "- Floors: `cp -r` of the fixture tree into a fresh directory (A and C), and the "
+        "single-core SHA-256 bound for C: `openssl dgst -sha256` of the four files from the "
+        "page cache; both measured in the same round-robin as the tools.",
+        "",
+        "## Notes",
+        "",
+    ] + [f"- {n}" for n in notes] + [
+        "",
+        "## Machine and versions",
+        "",
+    ] + [f"- {k}: {v}" for k, v in vers.items()] + [
+        "",
+        "## Commands",
+        "",
+    ] + commands_section(scenarios, env) + [
+        "## Plot",
+        "",
+        "![Median wall time per scenario and tool](benchmarks.svg)",
+        "",
+    ]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines))
+    write_svg(summary, scenarios, svg_path)
+    return md_path, svg_path
 
 
 # ---------------------------------------------------------------------------------------
 
 def main():
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     if os.geteuid() != 0:
-        raise SystemExit("bench: run as root (apt-get, network namespaces)")
-    if not os.path.exists(FETCHMUX):
-        raise SystemExit("bench: build first: cargo build --release")
-    ensure_tools()
-    os.makedirs(WORK, exist_ok=True)
-    make_cert(WORK)
-    notes = []
+        raise SystemExit("bench: run as root (network namespaces, TUN devices)")
+    if not os.access(FETCHMUX, os.X_OK):
+        raise SystemExit(f"bench: {FETCHMUX} is missing: cargo build --release")
+    log(f"scratch directory: {WORK}")
     scenarios = [s for s in SCENARIOS if not ONLY or s["name"] in ONLY]
-    need_delay = any(s["delay"] for s in scenarios)
-    if any(not s["delay"] for s in scenarios):
-        start_nginx(os.path.join(WORK, "nginx-local"), "127.0.0.1")
-    delay_ok = need_delay and start_delay_line()
-    bounds = {}
-    if need_delay and not delay_ok:
-        notes.append("L and L2 were skipped: network namespaces or TUN devices are not available.")
-        scenarios = [s for s in scenarios if not s["delay"]]
-    elif delay_ok:
-        start_nginx(os.path.join(WORK, "nginx-netns"), SRV_ADDR, netns=NS_SRV)
-        rtt = measure_rtt()
-        log(f"round trip between the namespaces: {rtt:.1f} ms")
-        notes.append(f"L and L2: clients in namespace {NS_CLI}, nginx in {NS_SRV}, joined by "
-                     f"bench/delayline.py (a TUN delay line, {RTT_MS // 2} ms each way; `tc netem` is "
-                     f"not available on this kernel). Measured TCP connect time: {rtt:.1f} ms.")
+    make_cert()
+    notes = []
+    skipped = {}
+    manifests = {sc["name"]: make_fixtures(sc) for sc in scenarios}
+    subprocess.run(["sync"])
+    env = Env(dict(http=free_port(), https=free_port(), probe=free_port()))
+    if any(not sc["delay"] for sc in scenarios):
+        start_nginx("local", "127.0.0.1", env.local_ports)
+    if any(sc["delay"] for sc in scenarios):
+        ok, reason = start_delay_line()
+        rtt = None
+        if ok:
+            start_nginx("netns", SRV_ADDR, NS_PORTS, netns=NS_SRV)
+            rtt, line = ping_rtt()
+            if rtt is None:
+                ok, reason = False, f"ping across the delay line failed: {line}"
+            else:
+                log(f"ip netns exec {NS_CLI} ping -c 3 {SRV_ADDR}: {line}")
+        if not ok:
+            log(f"SKIPPING the delay-line scenarios: {reason}")
+            for sc in scenarios:
+                if sc["delay"]:
+                    skipped[sc["name"]] = f"network namespaces / TUN not usable here: {reason}"
+            scenarios = [sc for sc in scenarios if not sc["delay"]]
+        else:
+            notes.append(
+                f"L and L2: nginx in network namespace `{NS_SRV}` ({SRV_ADDR}), clients in "
+                f"`{NS_CLI}` ({CLI_ADDR}), joined by bench/delayline.py: one TUN device in each "
+                f"namespace and a Python process that forwards every IP packet to the other "
+                f"side after {RTT_MS / 2:g} ms (`tc netem` is not available on this kernel). "
+                f"Measured before the runs: `ip netns exec {NS_CLI} ping -c 3 {SRV_ADDR}`: "
+                f"{line}. The delay line itself uses CPU on the same 2 cores during L and L2.")
+
     results = []
-    failures = []
-    for scenario in scenarios:
-        root, manifest = fixtures(scenario)
-        runs = RUNS if SMOKE else scenario.get("runs", RUNS)
-        tools = list(TOOLS)
-        if scenario["name"] == "L" and delay_ok and not SMOKE:
-            bounds["L"] = scenario["files"] / scenario["parallel"] * RTT_MS / 1000
-        for index in range(runs):
-            rotated = tools[index % len(tools):] + tools[:index % len(tools)]
-            for tool in rotated:
-                subset = manifest
-                if tool == "sequential":
-                    if not SEQ_SUBSET[scenario["name"]]:
-                        continue
-                    subset = manifest[:SEQ_SUBSET[scenario["name"]]]
-                r = run_once(tool, scenario, subset, index)
-                results.append(r)
-                state = "ok" if r["ok"] else f"FAILED ({r['error']})"
-                log(f"{scenario['name']} {tool} run {index + 1}/{runs}: {r['wall']:.2f} s wall, "
-                    f"{r['cpu']:.2f} s CPU, {r['rss_mb']:.0f} MB: {state}")
-                if not r["ok"]:
-                    failures.append(f"{scenario['name']} {tool}: {r['error']}")
-        if not SMOKE and scenario["name"] in ("A", "C"):
-            copy = os.path.join(WORK, "runs", f"cp-{time.monotonic_ns()}")
-            bounds[f"{scenario['name']}: cp of the same files"] = timed(["cp", "-r", root, copy])
-        if not SMOKE and scenario["name"] == "C":
-            files = [os.path.join(root, m[0]) for m in manifest]
-            timed(["cat"] + files)  # page cache, so the next line measures hashing alone
-            bounds["sha256"] = timed(["openssl", "dgst", "-sha256"] + files)
-        if not SMOKE:
-            shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
-            subprocess.run(["sync"])
-            time.sleep(5)
+    csv_path = os.path.join(WORK, "results.csv")
+    fields = ["scenario", "tool", "run", "position", "files", "bytes", "wall_s", "user_s",
+              "sys_s", "cpu_s", "maxrss_kib", "exit_status", "ok", "error"]
+    with open(csv_path, "w", newline="") as csv_file:
+        writer = csv.DictWriter(csv_file, fieldnames=fields)
+        writer.writeheader()
+        for sc in scenarios:
+            manifest = manifests[sc["name"]]
+            if sc["tls"]:
+                found = probe_protocols(sc, manifest, env)
+                for tool, text in found.items():
+                    log(f"{sc['name']} protocol probe: {tool}: {text}")
+                notes.append(f"{sc['name']}, protocol and connections seen by nginx when each tool "
+                             f"fetched 8 files over TLS (untimed probe): " +
+                             "; ".join(f"{t}: {v}" for t, v in found.items()) + ".")
+            tools = sc["tools"]
+            for index in range(sc["runs"]):
+                shift = index % len(tools)
+                for position, tool in enumerate(tools[shift:] + tools[:shift]):
+                    subset = manifest[:sc["seq"]] if tool == "sequential" else manifest
+                    r = run_once(tool, sc, subset, index, position, env)
+                    writer.writerow(r)
+                    csv_file.flush()
+                    results.append(r)
+                    state = "ok" if r["ok"] else f"FAILED: {r['error']}"
+                    log(f"{sc['name']} {tool:10} run {index + 1}/{sc['runs']}: {r['wall_s']:7.2f} s wall"
+                        f" {r['cpu_s']:6.2f} s CPU {r['maxrss_kib'] / 1024:6.1f} MiB  {state}")
+            if sc["delay"]:
+                drops = tun_drops()
+                if drops:
+                    notes.append(f"{sc['name']}: TUN counters after the scenario: {drops}.")
+    counters = stop_delay_line()
+    if counters:
+        notes.append(f"Delay line at the end: {counters}.")
+    summary = summarize(results)
+    failures = [r for r in results if not r["ok"]]
+    print("\n".join(table(summary, scenarios)), flush=True)
+    for name, reason in skipped.items():
+        log(f"{name} skipped: {reason}")
+    log(f"raw results (CSV): {csv_path}")
     if SMOKE:
         if failures:
-            log("FAILED:", *failures)
+            for r in failures:
+                log(f"FAILED: {r['scenario']} {r['tool']} run {r['run']}: {r['error']}")
             return 1
-        log(f"smoke: {len(results)} runs, every file verified")
+        log(f"smoke OK: {len(results)} runs, every file of every run verified "
+            f"(timings are not checked)")
         return 0
-    cpu_model = version(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo"])
-    versions = {
-        "machine": f"{os.cpu_count()} cores, kernel {version(['uname', '-r'])}, {cpu_model}",
-        "memory": version(["sh", "-c", "free -h | awk '/Mem:/ {print $2}'"]),
-        "fetchmux": version([FETCHMUX, "--version"]) + ", libcurl " + json.loads(
-            subprocess.run([FETCHMUX], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True).stdout.splitlines()[0])["libcurl"],
-        "curl": version(["curl", "--version"]),
-        "wget2": version(["wget2", "--version"]),
-        "aria2c": version(["aria2c", "--version"]),
-        "nginx": version(["nginx", "-v"]),
-        "parallel transfers": f"{PARALLEL} (C: 4)",
-    }
-    summary = summarize(results)
-    with open(os.path.join(WORK, "results.json"), "w") as f:
-        json.dump(dict(results=results, bounds=bounds, notes=notes, versions=versions), f, indent=1)
-    log(f"raw results: {os.path.join(WORK, 'results.json')}")
-    write_report(summary, notes, versions, bounds)
-    log("wrote docs/benchmarks.md and docs/benchmarks.svg")
-    return 0
+    notes.append("Runs that failed: " + ("none" if not failures else "; ".join(
+        f"{r['scenario']} {r['tool']} run {r['run']}: {r['error']}" for r in failures)) + ".")
+    notes.append("TLS trust: fetchmux is given the bench certificate with `--ca-file`. "
+                 "`CURL_CA_BUNDLE` is read by the curl command-line tool, not by libcurl "
+                 "itself, so it would not reach fetchmux.")
+    md, svg = write_report(summary, scenarios, skipped, notes, env, csv_path, started)
+    log(f"wrote {md} and {svg}")
+    # A failed peer run is reported, not fatal; a failed fetchmux run is.
+    return 1 if any(r["tool"] == "fetchmux" for r in failures) else 0
+
+
+
+def on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     try:
         sys.exit(main())
     finally:
