@@ -44,7 +44,7 @@ pub fn build(
             easy
         }
     };
-    match configure_request(&mut easy, if_range.as_deref(), http2) {
+    match configure_request(&mut easy, if_range.as_deref()) {
         Ok(()) => Ok(easy),
         Err(err) => Err((take_job(&mut easy), setup_error(err))),
     }
@@ -142,7 +142,6 @@ fn configure_handle(
 fn configure_request(
     easy: &mut Easy2<Transfer>,
     if_range: Option<&str>,
-    http2: bool,
 ) -> Result<(), curl::Error> {
     let transfer = easy.get_ref();
     let job = transfer.job();
@@ -162,10 +161,6 @@ fn configure_request(
         headers.append(&format!("If-Range: {validator}"))?;
     }
     easy.url(&url)?;
-    // Over TLS, wait for a connection that may multiplex (HTTP/2) rather than opening
-    // another; plain http never multiplexes, and waiting would only cost round trips.
-    let https = protocol::scheme_of(&url).is_some_and(|s| s == "https");
-    easy.pipewait(http2 && https)?;
     match mode {
         BodyMode::Whole => clear_range(easy)?,
         BodyMode::Resume { offset } => easy.range(&format!("{offset}-"))?,

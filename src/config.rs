@@ -15,11 +15,13 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "fetchmux", version, about, long_about = None)]
 pub struct Options {
-    /// Transfers running at once, in total.
+    /// Connections' worth of transfers at once, in total: that many HTTP/1.x transfers, or
+    /// that many HTTP/2 connections of up to --max-streams transfers each.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_parallel: u32,
 
-    /// Transfers running at once to one host (scheme, host and port).
+    /// Connections' worth of transfers at once to one host (scheme, host and port), counted
+    /// like --max-parallel.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_host: u32,
 
@@ -54,8 +56,8 @@ pub struct Options {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_mirror: u32,
 
-    /// Transfers sharing one HTTP/2 connection. Fewer streams per connection means more
-    /// connections, each with its own congestion window: faster on long round trips.
+    /// Transfers sharing one HTTP/2 connection (libcurl also keeps to the server's own
+    /// limit).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_streams: u32,
 

@@ -146,7 +146,7 @@ impl Engine {
         let output = Output::start(waker);
         output.watch_for_close(poll.registry(), STDOUT);
         Ok(Engine {
-            scheduler: Scheduler::new(max_parallel, max_per_host),
+            scheduler: Scheduler::new(max_parallel, max_per_host, options.max_streams as usize),
             mirrors: Mirrors::default(),
             options,
             curl_io,
@@ -472,7 +472,7 @@ impl Engine {
         while let Some(mut job) = self.scheduler.admit_next() {
             if let Some(better) = self.better_mirror(&job) {
                 // Health changed while it waited: requeue it for the better mirror.
-                self.scheduler.release(&job.slot);
+                self.scheduler.release(&job);
                 self.use_mirror(&mut job, better);
                 self.scheduler.push(job);
                 continue;
@@ -480,7 +480,7 @@ impl Engine {
             if job.attempts.is_empty() {
                 let request = &job.request;
                 if let Some(placed) = sink::cached(&request.dest, request.size, &request.hashes) {
-                    self.scheduler.release(&job.slot);
+                    self.scheduler.release(&job);
                     self.live.remove(&job.request.id);
                     self.report_done(
                         &job,
@@ -499,7 +499,7 @@ impl Engine {
             let easy = match attempt::build(job, &self.options, self.has_http2, recycled) {
                 Ok(easy) => easy,
                 Err((job, error)) => {
-                    self.scheduler.release(&job.slot);
+                    self.scheduler.release(&job);
                     self.attempt_failed(job, error, None, None);
                     continue;
                 }
@@ -541,7 +541,7 @@ impl Engine {
             sink.set_validators(head.etag.clone(), head.last_modified.clone());
         }
         self.totals.bytes += transfer.received() + sink.as_ref().map_or(0, Sink::received);
-        self.scheduler.release(&job.slot);
+        self.scheduler.release(&job);
         if job.request.progress {
             self.progress_wanted -= 1;
         }
@@ -583,6 +583,9 @@ impl Engine {
         let verdict = attempt::judge(transfer, result, status);
         let elapsed = transfer.started_at.elapsed();
         let (job, sink, head) = self.detach(token);
+        if head.multiplexed {
+            self.scheduler.mark_multiplexed(&job.slot);
+        }
         let mut sink = sink.expect("sink present until the attempt ends");
         let outcome = match verdict {
             Verdict::Body | Verdict::PartialComplete => {
@@ -659,7 +662,7 @@ impl Engine {
             }
         }
         if let Source::Mirror { .. } = job.request.source {
-            let others_running = self.scheduler.active_in(&job.slot) > 0;
+            let others_running = self.scheduler.busy(&job.slot);
             if self
                 .mirrors
                 .record_failure(&job.origin, disposition, others_running)

@@ -1,6 +1,14 @@
 //! Which queued download starts next: priority order (FIFO within a priority), within the
 //! limit on transfers in total and the limit of each *slot* (a host, or a mirror).
 //!
+//! Limits count *connections' worth* of transfers. A transfer over HTTP/1.x holds a
+//! connection of its own and costs a whole unit; once a slot is known to multiplex (a
+//! response came over HTTP/2), each of its transfers costs one stream, `1/streams` of a
+//! unit. So `--max-parallel 64` means 64 HTTP/1.1 transfers, or 64 connections of up to
+//! `--max-streams` HTTP/2 transfers each: curl's own connection caps are set to the same
+//! numbers, and streams are what make many small files cheap over a long round trip. A
+//! slot starts out as HTTP/1.x and is promoted by the first multiplexed response.
+//!
 //! Queued jobs live in one heap. A job whose slot is full is parked in that slot's own heap
 //! instead of blocking the jobs behind it; when a transfer in the slot ends, the slot's best
 //! parked job returns to the main heap. Jobs waiting out a retry delay sit in a timer heap
@@ -43,7 +51,13 @@ impl Ord for Entry {
 pub struct Scheduler {
     ready: BinaryHeap<Entry>,
     parked: HashMap<String, BinaryHeap<Entry>>,
+    /// Units (streams) in use per slot; a unit is `streams` of them.
     active_per_slot: HashMap<String, usize>,
+    /// Slots that answered over HTTP/2: their transfers cost one stream each.
+    multiplexed: HashSet<String>,
+    streams: usize,
+    /// Transfers running per slot, whatever they cost.
+    running_per_slot: HashMap<String, usize>,
     /// Slot of every queued (ready or parked) job, by `seq`.
     queued_slot_of: HashMap<u64, String>,
     queued_per_slot: HashMap<String, usize>,
@@ -53,17 +67,23 @@ pub struct Scheduler {
     delayed_jobs: HashMap<u64, Box<Job>>,
     /// Queued jobs cancelled by `seq`; dropped when they reach the top.
     cancelled: HashSet<u64>,
+    /// Transfers running, and what they cost in streams.
     active: usize,
+    active_streams: usize,
     max_parallel: usize,
 }
 
 impl Scheduler {
-    /// `default_limit` is the limit of a slot that has none of its own (the per-host limit).
-    pub fn new(max_parallel: usize, default_limit: usize) -> Scheduler {
+    /// `default_limit` is the limit of a slot that has none of its own (the per-host limit);
+    /// `streams` is how many multiplexed transfers one connection carries.
+    pub fn new(max_parallel: usize, default_limit: usize, streams: usize) -> Scheduler {
         Scheduler {
             ready: BinaryHeap::new(),
             parked: HashMap::new(),
             active_per_slot: HashMap::new(),
+            multiplexed: HashSet::new(),
+            streams: streams.max(1),
+            running_per_slot: HashMap::new(),
             queued_slot_of: HashMap::new(),
             queued_per_slot: HashMap::new(),
             limits: HashMap::new(),
@@ -72,6 +92,7 @@ impl Scheduler {
             delayed_jobs: HashMap::new(),
             cancelled: HashSet::new(),
             active: 0,
+            active_streams: 0,
             max_parallel: max_parallel.max(1),
         }
     }
@@ -129,21 +150,41 @@ impl Scheduler {
 
     /// Transfers running or queued for `slot`.
     pub fn load(&self, slot: &str) -> usize {
-        self.active_per_slot.get(slot).copied().unwrap_or(0)
+        self.running_per_slot.get(slot).copied().unwrap_or(0)
             + self.queued_per_slot.get(slot).copied().unwrap_or(0)
     }
 
-    /// Transfers running in `slot`.
-    pub fn active_in(&self, slot: &str) -> usize {
-        self.active_per_slot.get(slot).copied().unwrap_or(0)
+    /// Whether transfers are running in `slot`.
+    pub fn busy(&self, slot: &str) -> bool {
+        self.active_per_slot.contains_key(slot)
+    }
+
+    /// `slot` answered over HTTP/2: from now on its transfers cost one stream each, so more
+    /// of its parked jobs may start.
+    pub fn mark_multiplexed(&mut self, slot: &str) {
+        if self.multiplexed.insert(slot.to_string()) {
+            for _ in 0..self.limit_of(slot) * (self.streams - 1) {
+                self.unpark_one(slot);
+            }
+        }
     }
 
     /// Give `slot` its own limit (a mirror's `max_per_mirror`, lowered under load).
     pub fn set_limit(&mut self, slot: &str, limit: usize) {
         let old = self.limit_of(slot);
         self.limits.insert(slot.to_string(), limit.max(1));
-        for _ in old..limit {
+        let per_connection = self.streams / self.cost_in(slot);
+        for _ in old * per_connection..limit * per_connection {
             self.unpark_one(slot);
+        }
+    }
+
+    /// Streams one transfer in `slot` costs: a whole connection unless it multiplexes.
+    fn cost_in(&self, slot: &str) -> usize {
+        if self.multiplexed.contains(slot) {
+            1
+        } else {
+            self.streams
         }
     }
 
@@ -178,22 +219,32 @@ impl Scheduler {
     /// The next job allowed to start, taking its slot; `None` when the limits or an empty
     /// queue say wait.
     pub fn admit_next(&mut self) -> Option<Box<Job>> {
-        while self.active < self.max_parallel {
-            let Entry(job) = self.ready.pop()?;
+        let capacity = self.max_parallel * self.streams;
+        while self.active_streams < capacity {
+            let Entry(mut job) = self.ready.pop()?;
             if self.cancelled.remove(&job.seq) {
                 continue;
             }
-            let limit = self.limit_of(&job.slot);
+            let cost = self.cost_in(&job.slot);
+            let slot_capacity = self.limit_of(&job.slot) * self.streams;
             let in_use = self.active_per_slot.get(&job.slot).copied().unwrap_or(0);
-            if in_use >= limit {
+            if self.active_streams + cost > capacity {
+                // Not even the total has room for it: it keeps its place at the head.
+                self.ready.push(Entry(job));
+                return None;
+            }
+            if in_use + cost > slot_capacity {
                 self.parked
                     .entry(job.slot.clone())
                     .or_default()
                     .push(Entry(job));
                 continue;
             }
-            *self.active_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
+            job.cost = cost;
+            *self.active_per_slot.entry(job.slot.clone()).or_insert(0) += cost;
+            *self.running_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
             self.active += 1;
+            self.active_streams += cost;
             self.queued_slot_of.remove(&job.seq);
             self.unqueue(&job.slot);
             return Some(job);
@@ -201,17 +252,24 @@ impl Scheduler {
         None
     }
 
-    /// A transfer in `slot` ended (or was never started after `admit_next` returned it):
-    /// free its place, and let the slot's best parked job compete again.
-    pub fn release(&mut self, slot: &str) {
+    /// `job`'s transfer ended (or never started after `admit_next` returned it): free its
+    /// place, and let the slot's best parked jobs compete again.
+    pub fn release(&mut self, job: &Job) {
+        let slot = job.slot.as_str();
         self.active -= 1;
+        self.active_streams -= job.cost;
         if let Some(in_use) = self.active_per_slot.get_mut(slot) {
-            *in_use -= 1;
+            *in_use -= job.cost;
             if *in_use == 0 {
                 self.active_per_slot.remove(slot);
+                self.running_per_slot.remove(slot);
+            } else if let Some(running) = self.running_per_slot.get_mut(slot) {
+                *running -= 1;
             }
         }
-        self.unpark_one(slot);
+        for _ in 0..job.cost.div_ceil(self.cost_in(slot)) {
+            self.unpark_one(slot);
+        }
     }
 
     fn unpark_one(&mut self, slot: &str) {
@@ -281,7 +339,7 @@ mod tests {
 
     #[test]
     fn priority_then_fifo() {
-        let mut s = Scheduler::new(10, 10);
+        let mut s = Scheduler::new(10, 10, 4);
         s.push(job(1, 0, "a"));
         s.push(job(2, 5, "a"));
         s.push(job(3, 0, "a"));
@@ -294,30 +352,32 @@ mod tests {
 
     #[test]
     fn a_full_slot_lets_other_slots_pass() {
-        let mut s = Scheduler::new(10, 1);
+        let mut s = Scheduler::new(10, 1, 4);
         s.push(job(1, 0, "a"));
         s.push(job(2, 0, "a"));
         s.push(job(3, 0, "b"));
-        assert_eq!(s.admit_next().unwrap().seq, 1);
+        let first = s.admit_next().unwrap();
+        assert_eq!(first.seq, 1);
         assert_eq!(s.admit_next().unwrap().seq, 3);
         assert!(s.admit_next().is_none());
         assert_eq!(s.queued(), 1);
         assert_eq!(s.load("a"), 2);
-        s.release("a");
+        s.release(&first);
         assert_eq!(s.admit_next().unwrap().seq, 2);
         assert_eq!(s.queued(), 0);
     }
 
     #[test]
     fn total_limit_and_cancel() {
-        let mut s = Scheduler::new(1, 10);
+        let mut s = Scheduler::new(1, 10, 4);
         s.push(job(1, 0, "a"));
         s.push(job(2, 0, "a"));
         s.push(job(3, 0, "a"));
-        assert_eq!(s.admit_next().unwrap().seq, 1);
+        let first = s.admit_next().unwrap();
+        assert_eq!(first.seq, 1);
         assert!(s.admit_next().is_none());
         assert!(s.cancel(2).is_none());
-        s.release("a");
+        s.release(&first);
         assert_eq!(s.admit_next().unwrap().seq, 3);
         assert_eq!(s.active(), 1);
         assert_eq!(s.queued(), 0);
@@ -325,7 +385,7 @@ mod tests {
 
     #[test]
     fn raising_a_limit_unparks() {
-        let mut s = Scheduler::new(10, 1);
+        let mut s = Scheduler::new(10, 1, 4);
         s.push(job(1, 0, "m"));
         s.push(job(2, 0, "m"));
         assert_eq!(s.admit_next().unwrap().seq, 1);
@@ -335,8 +395,55 @@ mod tests {
     }
 
     #[test]
+    fn a_multiplexed_slot_runs_streams_within_its_connections() {
+        // 2 connections in total, 1 per host, 4 streams per connection.
+        let mut s = Scheduler::new(2, 1, 4);
+        for seq in 0..12 {
+            s.push(job(seq, 0, "h2"));
+        }
+        s.push(job(12, 0, "other"));
+        // Before the slot is known to multiplex, a transfer holds a whole connection.
+        let first = s.admit_next().unwrap();
+        assert_eq!(first.seq, 0);
+        assert_eq!(s.admit_next().unwrap().seq, 12);
+        assert!(s.admit_next().is_none());
+        // The first response came over HTTP/2: the slot's one connection carries 4 streams,
+        // and the transfer still running at the old price keeps its whole unit until it ends.
+        s.mark_multiplexed("h2");
+        assert!(s.admit_next().is_none());
+        s.release(&first);
+        let streams: Vec<Box<Job>> = std::iter::from_fn(|| s.admit_next()).collect();
+        assert_eq!(
+            streams.iter().map(|j| j.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        assert!(streams.iter().all(|j| j.cost == 1));
+        assert_eq!(s.active(), 5);
+        // One stream ends: exactly one more starts.
+        s.release(&streams[0]);
+        assert_eq!(s.admit_next().unwrap().seq, 5);
+        assert!(s.admit_next().is_none());
+    }
+
+    #[test]
+    fn the_total_counts_connections_not_streams() {
+        // 1 connection in total, 8 per host, 3 streams per connection.
+        let mut s = Scheduler::new(1, 8, 3);
+        s.mark_multiplexed("a");
+        for seq in 0..5 {
+            s.push(job(seq, 0, "a"));
+        }
+        s.push(job(5, 0, "b"));
+        let running: Vec<u64> = std::iter::from_fn(|| s.admit_next())
+            .map(|j| j.seq)
+            .collect();
+        assert_eq!(running, vec![0, 1, 2]);
+        assert_eq!(s.queued(), 3);
+    }
+
+    #[test]
     fn delayed_jobs_come_back_when_due() {
-        let mut s = Scheduler::new(10, 10);
+        let mut s = Scheduler::new(10, 10, 4);
         let now = Instant::now();
         s.delay(job(1, 0, "a"), now + std::time::Duration::from_secs(5));
         s.delay(job(2, 0, "a"), now);

@@ -26,6 +26,8 @@ pub struct Job {
     pub origin: String,
     /// The scheduler slot the attempt counts against (a mirror, or a host).
     pub slot: String,
+    /// What the running attempt costs in the scheduler's units (see `scheduler`).
+    pub cost: usize,
     /// Origins tried so far, and origins ruled out for this download.
     pub tried: Vec<String>,
     pub excluded: Vec<String>,
@@ -44,6 +46,7 @@ impl Job {
             url: String::new(),
             origin: String::new(),
             slot: String::new(),
+            cost: 0,
             tried: Vec::new(),
             excluded: Vec::new(),
             transient_failures: 0,
@@ -89,6 +92,8 @@ pub struct ResponseHead {
     pub etag: Option<String>,
     pub last_modified: Option<String>,
     pub retry_after: Option<String>,
+    /// The response came over HTTP/2 or later: its connection multiplexes.
+    pub multiplexed: bool,
 }
 
 /// How the body of this attempt relates to the file.
@@ -219,6 +224,7 @@ impl Handler for Transfer {
         if let Some(status) = parse_status_line(line) {
             self.head = ResponseHead {
                 status,
+                multiplexed: !line.starts_with(b"HTTP/1"),
                 ..ResponseHead::default()
             };
             return true;
