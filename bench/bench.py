@@ -29,6 +29,10 @@ Environment (all optional):
   BENCH_SETTLE=1       seconds to wait after deleting a run's directory and `sync` (smoke: 0)
   BENCH_RUN_TIMEOUT=900  seconds before a run is killed and counted as failed (smoke: 120)
   BENCH_RTT_MS=50      round trip of the delay line
+  BENCH_RUNS_DIR=/dev/shm  where the run directories are made: tmpfs by default, because on
+                       this VM's ext4 (mounted with `discard`) creating files right after
+                       deleting many varies up to tenfold from run to run; give a disk
+                       directory (e.g. /var/tmp) to include the file system
   BENCH_ONLY=A,C       only these scenarios (the report then goes to WORK, not docs/,
                        unless BENCH_WRITE_DOCS=1)
   BENCH_FETCHMUX_ARGS  extra flags for fetchmux
@@ -71,6 +75,7 @@ RTT_MS = env_num("BENCH_RTT_MS", 50.0, float)
 ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
 FETCHMUX_ARGS = os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or "/dev/shm"
 WRITE_DOCS = not SMOKE and (not ONLY or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
 
 NS_PREFIX = os.environ.get("BENCH_NETNS_PREFIX", "fmb")[:8]
@@ -111,6 +116,7 @@ TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
 
 WORK = os.environ.get("BENCH_WORK") or tempfile.mkdtemp(
     prefix="fetchmux-bench.", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+RUNS_DIR = os.path.join(RUNS_BASE, f"fetchmux-bench-runs.{os.getpid()}")
 CERT = os.path.join(WORK, "cert.pem")
 children = []  # (name, Popen) we started and must stop
 CREATED_NS = []  # network namespaces this bench created and must delete
@@ -131,6 +137,11 @@ def human_size(n):
 
 def fixture_dir(sc):
     return os.path.join(WORK, "fixtures", f"{sc['files']}x{sc['size']}")
+
+
+def fs_type(path):
+    r = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True)
+    return r.stdout.strip() or "unknown file system"
 
 
 def make_fixtures(sc):
@@ -299,7 +310,7 @@ def cleanup():
     CREATED_NS.clear()
     if not KEEP:
         shutil.rmtree(os.path.join(WORK, "fixtures"), ignore_errors=True)
-    shutil.rmtree(os.path.join(WORK, "runs"), ignore_errors=True)
+    shutil.rmtree(RUNS_DIR, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -431,7 +442,7 @@ def timed(cmd, stdin_path, stdout_path, stderr_path, timefile):
 
 
 def run_once(tool, sc, manifest, index, position, env):
-    runs = os.path.join(WORK, "runs")
+    runs = RUNS_DIR
     lists = os.path.join(WORK, "lists")
     os.makedirs(runs, exist_ok=True)
     os.makedirs(lists, exist_ok=True)
@@ -471,7 +482,7 @@ def probe_protocols(sc, manifest, env):
     logfile = os.path.join(WORK, "nginx-netns" if sc["delay"] else "nginx-local", "probe.log")
     found = {}
     for tool in [t for t in sc["tools"] if t in NETWORK_TOOLS + ["sequential"]]:
-        out = os.path.join(WORK, "runs", f"probe-{sc['name']}-{tool}")
+        out = os.path.join(RUNS_DIR, f"probe-{sc['name']}-{tool}")
         os.makedirs(out)
         offset = os.path.getsize(logfile) if os.path.exists(logfile) else 0
         cmd, stdin = command(tool, sc, manifest[:8], out, os.path.join(WORK, "lists"), host,
@@ -778,7 +789,11 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         f"- Every tool runs {RUNS} times per scenario ({RUNS_C} for C), round-robin: run 1 of "
         "every tool, then run 2 of every tool, …, with the order rotated by one each round, "
         "so that no tool always follows the same one.",
-        "- Every run writes into a brand-new directory on disk (ext4). After the run every "
+        f"- Every run writes into a brand-new directory under `{RUNS_BASE}` "
+        f"({fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks another place). tmpfs is the "
+        "default because on this machine's ext4 (a virtual disk mounted with `discard`) the "
+        "time to create files right after many were deleted varies up to tenfold from one "
+        "run to the next, which drowned the differences between the tools. After the run every "
         "file is checked against the manifest (size and SHA-256; missing, wrong or unexpected "
         "files, or a non-zero exit status, fail the run, and a failed run does not count). "
         f"Then the directory is deleted, `sync` runs and the bench waits {SETTLE:g} s before "

@@ -12,6 +12,7 @@ use curl::easy::{Easy2, HttpVersion, List};
 
 use crate::config::Options;
 use crate::error::FetchError;
+use crate::hasher::Hasher;
 use crate::protocol;
 use crate::sink::{Identity, Sink};
 use crate::transfer::{BodyMode, Job, Transfer};
@@ -27,8 +28,12 @@ pub fn build(
     options: &Options,
     http2: bool,
     recycled: Option<Easy2<Transfer>>,
+    hasher: &Hasher,
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
-    let (sink, mode, if_range) = receiving_end(&job, options);
+    let (mut sink, mode, if_range) = receiving_end(&job, options);
+    if mode == BodyMode::Whole {
+        sink.hash_large_bodies_with(hasher);
+    }
     let http = is_http(job.url());
     let transfer = Transfer::new(job, sink, mode, http);
     let mut easy = match recycled {

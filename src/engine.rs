@@ -14,6 +14,7 @@
 //! which transfers finished, so nothing scans all transfers on each event.
 
 use std::collections::HashMap;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use curl::easy::Easy2;
@@ -27,6 +28,7 @@ use crate::attempt::{self, Verdict};
 use crate::config::Options;
 use crate::curl_io::CurlIo;
 use crate::error::{Disposition, FetchError};
+use crate::hasher::{Hashed, Hasher};
 use crate::input::{Input, Line, ReadState};
 use crate::mirrors::Mirrors;
 use crate::output::Output;
@@ -54,6 +56,19 @@ enum Live {
     Active {
         token: usize,
     },
+    /// Received; a worker is finishing the digests (see `hasher`).
+    Hashing {
+        key: u64,
+    },
+}
+
+/// An attempt whose body arrived, waiting for a worker's digests before it is placed.
+struct Concluding {
+    job: Box<Job>,
+    sink: Sink,
+    head: ResponseHead,
+    status: u32,
+    elapsed: Duration,
 }
 
 /// How a successful attempt ended.
@@ -108,6 +123,10 @@ pub struct Engine {
     has_http2: bool,
     /// When the next delayed retry is due.
     retry_wake: Option<Instant>,
+    /// Workers hashing large bodies, their answers, and the attempts waiting for them.
+    hasher: Hasher,
+    hashed: Receiver<Hashed>,
+    concluding: HashMap<u64, Concluding>,
 }
 
 /// Run the helper until stdin closes and all work is done; returns the exit status.
@@ -142,6 +161,7 @@ impl Engine {
         multi.set_max_concurrent_streams(options.max_streams as usize)?;
 
         let version = curl::Version::get();
+        let (hasher, hashed) = Hasher::new(std::sync::Arc::clone(&waker));
         let input = Input::open(poll.registry(), STDIN, std::sync::Arc::clone(&waker));
         let output = Output::start(waker);
         output.watch_for_close(poll.registry(), STDOUT);
@@ -168,6 +188,9 @@ impl Engine {
             libcurl_version: version.version().to_string(),
             has_http2: version.feature_http2(),
             retry_wake: None,
+            hasher,
+            hashed,
+            concluding: HashMap::new(),
             poll,
         })
     }
@@ -220,6 +243,7 @@ impl Engine {
             self.serve_curl_timer();
             self.requeue_due_retries();
             self.collect_finished();
+            self.collect_hashed();
             self.admit();
             self.report_progress();
         }
@@ -461,6 +485,15 @@ impl Engine {
                 });
                 self.report_failed(id, &FetchError::Cancelled, &job.attempts);
             }
+            Some(Live::Hashing { key }) => {
+                // Dropping the sink removes the file; the worker's answer finds nobody.
+                let Concluding { mut job, .. } = self.concluding.remove(&key).expect("waiting");
+                job.attempts.push(AttemptBody {
+                    url: job.url.clone(),
+                    error: ErrorBody::from(&FetchError::Cancelled),
+                });
+                self.report_failed(id, &FetchError::Cancelled, &job.attempts);
+            }
         }
     }
 
@@ -496,7 +529,8 @@ impl Engine {
                 }
             }
             let recycled = self.spare_handles.pop();
-            let easy = match attempt::build(job, &self.options, self.has_http2, recycled) {
+            let built = attempt::build(job, &self.options, self.has_http2, recycled, &self.hasher);
+            let easy = match built {
                 Ok(easy) => easy,
                 Err((job, error)) => {
                     self.scheduler.release(&job);
@@ -587,6 +621,67 @@ impl Engine {
             self.scheduler.mark_multiplexed(&job.slot);
         }
         let mut sink = sink.expect("sink present until the attempt ends");
+        if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
+            match sink.finish_hashing() {
+                Ok(key) => {
+                    let id = job.request.id.clone();
+                    self.live.insert(id, Live::Hashing { key });
+                    let waiting = Concluding {
+                        job,
+                        sink,
+                        head,
+                        status,
+                        elapsed,
+                    };
+                    self.concluding.insert(key, waiting);
+                }
+                Err(error) => self.attempt_failed(job, error, Some(sink), Some(&head)),
+            }
+            return;
+        }
+        self.conclude(
+            Concluding {
+                job,
+                sink,
+                head,
+                status,
+                elapsed,
+            },
+            verdict,
+        );
+    }
+
+    /// Digests of large bodies that workers have finished: conclude those attempts.
+    fn collect_hashed(&mut self) {
+        while let Ok((key, answer)) = self.hashed.try_recv() {
+            // Gone if the download was cancelled meanwhile.
+            let Some(mut waiting) = self.concluding.remove(&key) else {
+                continue;
+            };
+            match answer {
+                Ok(digests) => {
+                    waiting.sink.hashed(digests);
+                    self.conclude(waiting, Verdict::Body);
+                }
+                Err(error) => {
+                    let Concluding {
+                        job, sink, head, ..
+                    } = waiting;
+                    self.attempt_failed(job, error, Some(sink), Some(&head));
+                }
+            }
+        }
+    }
+
+    /// Place the bytes of an ended attempt or decide what comes next.
+    fn conclude(&mut self, waiting: Concluding, verdict: Verdict) {
+        let Concluding {
+            job,
+            mut sink,
+            head,
+            status,
+            elapsed,
+        } = waiting;
         let outcome = match verdict {
             Verdict::Body | Verdict::PartialComplete => {
                 // place() removes the file itself when verification fails.
@@ -842,6 +937,14 @@ impl Engine {
         for token in tokens {
             let (mut job, sink, _) = self.detach(token);
             keep_if_resumable(sink);
+            job.attempts.push(AttemptBody {
+                url: job.url.clone(),
+                error: ErrorBody::from(&FetchError::Aborted),
+            });
+            self.live.remove(&job.request.id);
+            self.report_failed(&job.request.id, &FetchError::Aborted, &job.attempts);
+        }
+        for (_, Concluding { mut job, .. }) in std::mem::take(&mut self.concluding) {
             job.attempts.push(AttemptBody {
                 url: job.url.clone(),
                 error: ErrorBody::from(&FetchError::Aborted),

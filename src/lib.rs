@@ -1,9 +1,9 @@
 //! fetchmux: a download helper for package managers.
 //!
-//! One process, one thread, one event loop: a `mio::Poll` drives a libcurl multi handle
-//! through the socket-action API; each transfer's write callback streams its bytes through a
-//! size cap and digest state into a temporary file, which is renamed onto its destination
-//! only after every check passes. The parent talks to the helper in JSON Lines over
+//! One process, one event loop: a `mio::Poll` drives a libcurl multi handle through the
+//! socket-action API; each transfer's write callback streams its bytes through a size cap and
+//! digest state into a temporary file, which is renamed onto its destination only after every
+//! check passes (the digests of large bodies are computed by worker threads, `hasher`). The parent talks to the helper in JSON Lines over
 //! stdin/stdout (docs/protocol.md). docs/design.md draws the picture.
 
 pub mod attempt;
@@ -12,6 +12,7 @@ pub mod curl_io;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod hasher;
 pub mod input;
 pub mod mirrors;
 pub mod output;

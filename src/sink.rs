@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digests};
 use crate::error::FetchError;
+use crate::hasher::{Hasher, Lane};
 
 /// Distinguishes temporary files of one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -31,6 +32,9 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// here) in coalesced writes of [`COALESCE`] bytes instead of curl's 16 KiB pieces.
 const LARGE: u64 = 1 << 20;
 const COALESCE: usize = 256 * 1024;
+/// Bodies from this size on are hashed by a worker thread when the sink has a [`Hasher`]:
+/// below it, handing over costs more than it saves.
+const HASH_ELSEWHERE: u64 = 4 << 20;
 
 /// Suffix of every temporary file this helper creates.
 pub const TEMP_SUFFIX: &str = ".fetchmux-tmp";
@@ -83,8 +87,13 @@ pub struct Sink {
     /// Bytes of a large body not yet written (coalescing curl's small pieces).
     pending: Vec<u8>,
     wanted: Vec<Algorithm>,
+    /// The digest state, unless a worker holds it (`lane`).
     digests: Digests,
+    hasher: Option<Hasher>,
+    lane: Option<Lane>,
     received: u64,
+    /// Bytes written to the file (a large body's last piece may still be in `pending`).
+    written: u64,
     limit: Option<u64>,
     window: Option<Window>,
     /// Set for resumable downloads: the bytes outlive a failed attempt.
@@ -113,7 +122,10 @@ impl Sink {
             pending: Vec::new(),
             wanted: wanted.to_vec(),
             digests: Digests::new(wanted.iter().copied()),
+            hasher: None,
+            lane: None,
             received: 0,
+            written: 0,
             limit,
             window: None,
             partial: None,
@@ -170,6 +182,30 @@ impl Sink {
         })
     }
 
+    /// Let a worker of `hasher` compute the digests if the body turns out large. Only for a
+    /// whole body written from its first byte (not a resumed partial, not a range).
+    pub fn hash_large_bodies_with(&mut self, hasher: &Hasher) {
+        self.hasher = Some(hasher.clone());
+    }
+
+    /// A worker holds the digests: [`Sink::finish_hashing`] before placing.
+    pub fn hashing_elsewhere(&self) -> bool {
+        self.lane.is_some()
+    }
+
+    /// Write out what is pending and ask the worker for the digests; they come back on the
+    /// hasher's receiver under the returned id, for [`Sink::hashed`].
+    pub fn finish_hashing(&mut self) -> Result<u64, FetchError> {
+        self.flush_pending()?;
+        let lane = self.lane.take().expect("hashing elsewhere");
+        Ok(lane.finish(self.written))
+    }
+
+    /// The digests a worker computed.
+    pub fn hashed(&mut self, digests: Digests) {
+        self.digests = digests;
+    }
+
     /// Bytes stored so far (including a resumed prefix).
     pub fn received(&self) -> u64 {
         self.received
@@ -199,8 +235,13 @@ impl Sink {
             .as_mut()
             .expect("a file exists once bytes are pending");
         let result = file.write_all(&self.pending);
+        self.written += self.pending.len() as u64;
         self.pending.clear();
-        result.map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))
+        result.map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
+        if let Some(lane) = &self.lane {
+            lane.written(self.written);
+        }
+        Ok(())
     }
 
     /// Keep only `take` bytes after the first `skip` (the server sent the whole body for a
@@ -216,8 +257,10 @@ impl Sink {
                 .map_err(|e| FetchError::io(format!("truncating {}", self.temp.display()), &e))?;
         }
         self.pending.clear();
+        self.lane = None;
         self.digests = Digests::new(self.wanted.iter().copied());
         self.received = 0;
+        self.written = 0;
         Ok(())
     }
 
@@ -247,9 +290,12 @@ impl Sink {
         if !bytes.is_empty() {
             if self.file.is_none() {
                 let file = self.create()?;
+                self.hash_elsewhere(&file);
                 self.file = Some(file);
             }
-            self.digests.update(bytes);
+            if self.lane.is_none() {
+                self.digests.update(bytes);
+            }
             self.received = total;
             if self.is_large() {
                 if self.pending.capacity() == 0 {
@@ -266,6 +312,21 @@ impl Sink {
             }
         }
         Ok(self.window.is_none_or(|w| w.take > 0))
+    }
+
+    /// At the first byte: hand the digests of a large whole body to a worker, if we may.
+    fn hash_elsewhere(&mut self, file: &File) {
+        let eligible = self.partial.is_none()
+            && self.window.is_none()
+            && self.expected_len.is_some_and(|len| len >= HASH_ELSEWHERE);
+        let Some(hasher) = self.hasher.as_ref().filter(|_| eligible) else {
+            return;
+        };
+        let digests = Box::new(std::mem::replace(&mut self.digests, Digests::new([])));
+        match hasher.lane(file, digests) {
+            Ok(lane) => self.lane = Some(lane),
+            Err(digests) => self.digests = *digests,
+        }
     }
 
     /// Open the file the bytes go to (creating `dest`'s directory if need be).
@@ -307,7 +368,9 @@ impl Sink {
         let anonymous = if self.is_large() {
             Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
         } else {
+            // Readable too: a hashing worker reads large bodies back (see `hasher`).
             OpenOptions::new()
+                .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
                 .mode(0o666)
@@ -321,6 +384,7 @@ impl Sink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
             // No O_TMPFILE on this file system (or kernel): a named temporary file.
             Err(_) => OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&self.temp),
@@ -419,6 +483,7 @@ impl Sink {
     pub fn discard(&mut self) {
         self.keep = false;
         self.pending.clear();
+        self.lane = None;
         let had_file = self.file.take().is_some();
         // An anonymous file vanishes when closed; a named one must be removed.
         if !self.anonymous && (had_file || self.partial.is_some()) {

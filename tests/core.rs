@@ -164,6 +164,67 @@ fn a_body_cut_short_is_not_placed() {
     );
 }
 
+/// Bodies of 4 MiB and more are hashed by worker threads while they stream in: every
+/// digest must still come out right, a wrong one must still keep the file out, and a body
+/// that ends early must leave nothing behind.
+#[test]
+fn large_bodies_hashed_off_the_loop_are_verified_the_same() {
+    use sha2::{Digest, Sha512};
+    let server = TestServer::start();
+    let mut requests = Vec::new();
+    let mut files = Vec::new();
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..3u64 {
+        let body = bytes(40 + n, (5 << 20) + 12_345 * n as usize);
+        let name = format!("large{n}");
+        server.add_file(&name, body.clone());
+        let mut request = download(
+            &name,
+            &server.url(&format!("/files/{name}")),
+            &dir.path().join(&name),
+        );
+        request["size"] = json!(body.len());
+        request["hashes"] = json!({
+            "sha256": sha256_hex(&body),
+            "sha512": format!("{:x}", Sha512::digest(&body)),
+        });
+        requests.push(request);
+        files.push((name, body));
+    }
+    let run = client::run(&[], &requests);
+    assert_eq!(run.status, 0, "{:?}", run.events);
+    for (name, body) in &files {
+        let done = run.done(name);
+        assert_eq!(done["hashes"]["sha256"], json!(sha256_hex(body)));
+        assert_eq!(
+            done["hashes"]["sha512"],
+            json!(format!("{:x}", Sha512::digest(body)))
+        );
+        assert_eq!(&std::fs::read(dir.path().join(name)).unwrap(), body);
+    }
+
+    let body = files[0].1.clone();
+    let url = server.url("/files/large0");
+    let mut wrong = json!({"op": "download", "id": "wrong", "url": url, "dest": "/unused"});
+    wrong["hashes"] = json!({"sha256": sha256_hex(&body), "sha512": "0".repeat(128)});
+    assert_fails_cleanly(&server, wrong, "checksum_mismatch");
+
+    let cut_dir = tempfile::tempdir().unwrap();
+    let run = client::run(
+        &["--retries", "0"],
+        &[download(
+            "cut",
+            &server.url("/cut/3000000/large0"),
+            &cut_dir.path().join("x"),
+        )],
+    );
+    assert_eq!(run.failed_kind("cut"), "truncated");
+    assert!(
+        entries(cut_dir.path()).is_empty(),
+        "nothing placed, no temp file"
+    );
+}
+
 #[test]
 fn redirects_follow_http_but_never_file() {
     let server = TestServer::start();
