@@ -179,6 +179,20 @@ impl Scheduler {
         }
     }
 
+    /// How many streams one connection should carry so that the busiest multiplexed slot
+    /// spreads its transfers over all the connections it may open (1 when none multiplex).
+    pub fn streams_per_connection(&self) -> usize {
+        self.multiplexed
+            .iter()
+            .filter_map(|slot| {
+                let running = self.running_per_slot.get(slot)?;
+                Some(running.div_ceil(self.limit_of(slot)))
+            })
+            .max()
+            .unwrap_or(1)
+            .clamp(1, self.streams)
+    }
+
     /// Streams one transfer in `slot` costs: a whole connection unless it multiplexes.
     fn cost_in(&self, slot: &str) -> usize {
         if self.multiplexed.contains(slot) {
@@ -423,6 +437,24 @@ mod tests {
         s.release(&streams[0]);
         assert_eq!(s.admit_next().unwrap().seq, 5);
         assert!(s.admit_next().is_none());
+    }
+
+    #[test]
+    fn streams_spread_over_the_connections_a_slot_may_open() {
+        let mut s = Scheduler::new(64, 8, 100);
+        assert_eq!(s.streams_per_connection(), 1);
+        s.mark_multiplexed("a");
+        for seq in 0..20 {
+            s.push(job(seq, 0, "a"));
+        }
+        let running: Vec<Box<Job>> = std::iter::from_fn(|| s.admit_next()).collect();
+        assert_eq!(running.len(), 20);
+        // 20 transfers over 8 connections: 3 streams each, not 20 on the first one.
+        assert_eq!(s.streams_per_connection(), 3);
+        for job in &running[..12] {
+            s.release(job);
+        }
+        assert_eq!(s.streams_per_connection(), 1);
     }
 
     #[test]
