@@ -26,13 +26,11 @@ Environment (all optional):
   BENCH_PARALLEL=64    N: --max-parallel/--max-per-host, --parallel-max, --max-threads, -j
   BENCH_PARALLEL_C=4   N for C
   BENCH_SEQ_FILES=1000 files of A and L given to the one-at-a-time downloader (smoke: 20)
-  BENCH_SETTLE=1       seconds to wait after deleting a run's directory and `sync` (smoke: 0)
+  BENCH_SETTLE=2       seconds to wait after deleting a run's directory and `sync` (smoke: 0)
   BENCH_RUN_TIMEOUT=900  seconds before a run is killed and counted as failed (smoke: 120)
   BENCH_RTT_MS=50      round trip of the delay line
-  BENCH_RUNS_DIR=/dev/shm  where the run directories are made: tmpfs by default, because on
-                       this VM's ext4 (mounted with `discard`) creating files right after
-                       deleting many varies up to tenfold from run to run; give a disk
-                       directory (e.g. /var/tmp) to include the file system
+  BENCH_RUNS_DIR=WORK  where the run directories are made (default: the scratch directory,
+                       on disk); /dev/shm takes the file system out of the measurement
   BENCH_ONLY=A,C       only these scenarios (the report then goes to WORK, not docs/,
                        unless BENCH_WRITE_DOCS=1)
   BENCH_FETCHMUX_ARGS  extra flags for fetchmux
@@ -69,13 +67,13 @@ RUNS_C = env_num("BENCH_RUNS_C", 1 if SMOKE else 3)
 PARALLEL = env_num("BENCH_PARALLEL", 64)
 PARALLEL_C = env_num("BENCH_PARALLEL_C", 4)
 SEQ_FILES = env_num("BENCH_SEQ_FILES", 20 if SMOKE else 1000)
-SETTLE = env_num("BENCH_SETTLE", 0.0 if SMOKE else 1.0, float)
+SETTLE = env_num("BENCH_SETTLE", 0.0 if SMOKE else 2.0, float)
 RUN_TIMEOUT = env_num("BENCH_RUN_TIMEOUT", 120 if SMOKE else 900, float)
 RTT_MS = env_num("BENCH_RTT_MS", 50.0, float)
 ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
 FETCHMUX_ARGS = os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
-RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or "/dev/shm"
+RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or None  # None: WORK
 WRITE_DOCS = not SMOKE and (not ONLY or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
 
 NS_PREFIX = os.environ.get("BENCH_NETNS_PREFIX", "fmb")[:8]
@@ -116,7 +114,8 @@ TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
 
 WORK = os.environ.get("BENCH_WORK") or tempfile.mkdtemp(
     prefix="fetchmux-bench.", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
-RUNS_DIR = os.path.join(RUNS_BASE, f"fetchmux-bench-runs.{os.getpid()}")
+RUNS_BASE = RUNS_BASE or WORK
+RUNS_DIR = os.path.join(RUNS_BASE, f"runs.{os.getpid()}")
 CERT = os.path.join(WORK, "cert.pem")
 children = []  # (name, Popen) we started and must stop
 CREATED_NS = []  # network namespaces this bench created and must delete
@@ -790,10 +789,10 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         "every tool, then run 2 of every tool, …, with the order rotated by one each round, "
         "so that no tool always follows the same one.",
         f"- Every run writes into a brand-new directory under `{RUNS_BASE}` "
-        f"({fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks another place). tmpfs is the "
-        "default because on this machine's ext4 (a virtual disk mounted with `discard`) the "
-        "time to create files right after many were deleted varies up to tenfold from one "
-        "run to the next, which drowned the differences between the tools. After the run every "
+        f"({fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks another place). On this machine's "
+        "disk (a virtual disk mounted with `discard`) creating files right after many were "
+        "deleted can be several times slower than usual, so runs alternate between tools "
+        "and wait after each deletion. After the run every "
         "file is checked against the manifest (size and SHA-256; missing, wrong or unexpected "
         "files, or a non-zero exit status, fail the run, and a failed run does not count). "
         f"Then the directory is deleted, `sync` runs and the bench waits {SETTLE:g} s before "

@@ -28,11 +28,11 @@ pub fn build(
     options: &Options,
     http2: bool,
     recycled: Option<Easy2<Transfer>>,
-    hasher: &Hasher,
+    (hasher, token): (&Hasher, usize),
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
     let (mut sink, mode, if_range) = receiving_end(&job, options);
     if mode == BodyMode::Whole {
-        sink.hash_large_bodies_with(hasher);
+        sink.hash_large_bodies_with(hasher, token);
     }
     let http = is_http(job.url());
     let transfer = Transfer::new(job, sink, mode, http);

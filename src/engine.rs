@@ -28,7 +28,7 @@ use crate::attempt::{self, Verdict};
 use crate::config::Options;
 use crate::curl_io::CurlIo;
 use crate::error::{Disposition, FetchError};
-use crate::hasher::{Hashed, Hasher};
+use crate::hasher::{Answer, Hasher};
 use crate::input::{Input, Line, ReadState};
 use crate::mirrors::Mirrors;
 use crate::output::Output;
@@ -125,7 +125,7 @@ pub struct Engine {
     retry_wake: Option<Instant>,
     /// Workers hashing large bodies, their answers, and the attempts waiting for them.
     hasher: Hasher,
-    hashed: Receiver<Hashed>,
+    hashed: Receiver<Answer>,
     concluding: HashMap<u64, Concluding>,
     /// The streams-per-connection cap curl has now (see `spread_streams`).
     streams_per_connection: usize,
@@ -534,7 +534,9 @@ impl Engine {
                 }
             }
             let recycled = self.spare_handles.pop();
-            let built = attempt::build(job, &self.options, self.has_http2, recycled, &self.hasher);
+            let token = self.transfers.vacant_key();
+            let hashing = (&self.hasher, token);
+            let built = attempt::build(job, &self.options, self.has_http2, recycled, hashing);
             let easy = match built {
                 Ok(easy) => easy,
                 Err((job, error)) => {
@@ -545,7 +547,7 @@ impl Engine {
             };
             let wants_progress = easy.get_ref().job().request.progress;
             let entry = self.transfers.vacant_entry();
-            let token = entry.key();
+            debug_assert_eq!(entry.key(), token, "the sink was told this token");
             let added = self.multi.add2(easy);
             self.curl_io.apply(self.poll.registry());
             let mut handle = added.unwrap_or_else(|err| panic!("curl refused a transfer: {err}"));
@@ -642,21 +644,17 @@ impl Engine {
         }
         let mut sink = sink.expect("sink present until the attempt ends");
         if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
-            match sink.finish_hashing() {
-                Ok(key) => {
-                    let id = job.request.id.clone();
-                    self.live.insert(id, Live::Hashing { key });
-                    let waiting = Concluding {
-                        job,
-                        sink,
-                        head,
-                        status,
-                        elapsed,
-                    };
-                    self.concluding.insert(key, waiting);
-                }
-                Err(error) => self.attempt_failed(job, error, Some(sink), Some(&head)),
-            }
+            let key = sink.finish_hashing();
+            self.live
+                .insert(job.request.id.clone(), Live::Hashing { key });
+            let waiting = Concluding {
+                job,
+                sink,
+                head,
+                status,
+                elapsed,
+            };
+            self.concluding.insert(key, waiting);
             return;
         }
         self.conclude(
@@ -671,9 +669,24 @@ impl Engine {
         );
     }
 
-    /// Digests of large bodies that workers have finished: conclude those attempts.
+    /// What the hashing workers said: unpause transfers that have a buffer again, and
+    /// conclude the attempts whose digests are ready.
     fn collect_hashed(&mut self) {
-        while let Ok((key, answer)) = self.hashed.try_recv() {
+        while let Ok(answer) = self.hashed.try_recv() {
+            let (key, answer) = match answer {
+                Answer::Hashed(key, answer) => (key, answer),
+                Answer::Unpause(token) => {
+                    // The token may since belong to another transfer: unpausing one that
+                    // is not paused does nothing.
+                    if let Some(handle) = self.transfers.get(token) {
+                        if let Err(err) = handle.unpause_write() {
+                            eprintln!("fetchmux: cannot unpause a transfer: {err}");
+                        }
+                        self.curl_io.apply(self.poll.registry());
+                    }
+                    continue;
+                }
+            };
             // Gone if the download was cancelled meanwhile.
             let Some(mut waiting) = self.concluding.remove(&key) else {
                 continue;

@@ -3,8 +3,8 @@
 //! One process, one event loop: a `mio::Poll` drives a libcurl multi handle through the
 //! socket-action API; each transfer's write callback streams its bytes through a size cap and
 //! digest state into a temporary file, which is renamed onto its destination only after every
-//! check passes (the digests of large bodies are computed by worker threads, `hasher`). The parent talks to the helper in JSON Lines over
-//! stdin/stdout (docs/protocol.md). docs/design.md draws the picture.
+//! check passes (large bodies are hashed and written by worker threads, `hasher`). The
+//! parent talks to the helper in JSON Lines over stdin/stdout (docs/protocol.md). docs/design.md draws the picture.
 
 pub mod attempt;
 pub mod config;

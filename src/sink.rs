@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Algorithm, Digests};
 use crate::error::FetchError;
-use crate::hasher::{Hasher, Lane};
+use crate::hasher::{Accepted, Hasher, Lane};
 
 /// Distinguishes temporary files of one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -32,8 +32,8 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 /// here) in coalesced writes of [`COALESCE`] bytes instead of curl's 16 KiB pieces.
 const LARGE: u64 = 1 << 20;
 const COALESCE: usize = 256 * 1024;
-/// Bodies from this size on are hashed by a worker thread when the sink has a [`Hasher`]:
-/// below it, handing over costs more than it saves.
+/// Bodies from this size on are hashed and written by a worker thread when the sink has a
+/// [`Hasher`]: below it, handing over costs more than it saves.
 const HASH_ELSEWHERE: u64 = 4 << 20;
 
 /// Suffix of every temporary file this helper creates.
@@ -89,17 +89,27 @@ pub struct Sink {
     wanted: Vec<Algorithm>,
     /// The digest state, unless a worker holds it (`lane`).
     digests: Digests,
-    hasher: Option<Hasher>,
+    hasher: Option<(Hasher, usize)>,
+    /// A worker hashing and writing this body (see `hasher`).
     lane: Option<Lane>,
     received: u64,
-    /// Bytes written to the file (a large body's last piece may still be in `pending`).
-    written: u64,
     limit: Option<u64>,
     window: Option<Window>,
     /// Set for resumable downloads: the bytes outlive a failed attempt.
     partial: Option<Identity>,
     keep: bool,
     validators: (Option<String>, Option<String>),
+}
+
+/// What [`Sink::write`] asks of the transfer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on.
+    More,
+    /// Everything wanted has arrived (a range cut out of a whole body): stop, successfully.
+    Complete,
+    /// Offer these bytes again later (a worker has every buffer of this body).
+    Pause,
 }
 
 /// What a verified, placed body looked like.
@@ -125,7 +135,6 @@ impl Sink {
             hasher: None,
             lane: None,
             received: 0,
-            written: 0,
             limit,
             window: None,
             partial: None,
@@ -182,10 +191,11 @@ impl Sink {
         })
     }
 
-    /// Let a worker of `hasher` compute the digests if the body turns out large. Only for a
-    /// whole body written from its first byte (not a resumed partial, not a range).
-    pub fn hash_large_bodies_with(&mut self, hasher: &Hasher) {
-        self.hasher = Some(hasher.clone());
+    /// Let a worker of `hasher` hash and write the body if it turns out large; `token` is the
+    /// transfer's, for unpausing it. Only for a whole body written from its first byte (not a
+    /// resumed partial, not a range).
+    pub fn hash_large_bodies_with(&mut self, hasher: &Hasher, token: usize) {
+        self.hasher = Some((hasher.clone(), token));
     }
 
     /// A worker holds the digests: [`Sink::finish_hashing`] before placing.
@@ -193,12 +203,10 @@ impl Sink {
         self.lane.is_some()
     }
 
-    /// Write out what is pending and ask the worker for the digests; they come back on the
+    /// Hand the last bytes to the worker and ask for the digests; they come back on the
     /// hasher's receiver under the returned id, for [`Sink::hashed`].
-    pub fn finish_hashing(&mut self) -> Result<u64, FetchError> {
-        self.flush_pending()?;
-        let lane = self.lane.take().expect("hashing elsewhere");
-        Ok(lane.finish(self.written))
+    pub fn finish_hashing(&mut self) -> u64 {
+        self.lane.take().expect("hashing elsewhere").finish()
     }
 
     /// The digests a worker computed.
@@ -235,13 +243,8 @@ impl Sink {
             .as_mut()
             .expect("a file exists once bytes are pending");
         let result = file.write_all(&self.pending);
-        self.written += self.pending.len() as u64;
         self.pending.clear();
-        result.map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
-        if let Some(lane) = &self.lane {
-            lane.written(self.written);
-        }
-        Ok(())
+        result.map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))
     }
 
     /// Keep only `take` bytes after the first `skip` (the server sent the whole body for a
@@ -260,7 +263,6 @@ impl Sink {
         self.lane = None;
         self.digests = Digests::new(self.wanted.iter().copied());
         self.received = 0;
-        self.written = 0;
         Ok(())
     }
 
@@ -269,10 +271,9 @@ impl Sink {
         self.validators = (etag, last_modified);
     }
 
-    /// The hot path: called for every chunk curl hands us. `Ok(false)` means "complete,
-    /// stop the transfer" (a range cut out of a whole body).
+    /// The hot path: called for every chunk curl hands us.
     #[inline]
-    pub fn write(&mut self, mut bytes: &[u8]) -> Result<bool, FetchError> {
+    pub fn write(&mut self, mut bytes: &[u8]) -> Result<Flow, FetchError> {
         if let Some(window) = &mut self.window {
             let skip = window.skip.min(bytes.len() as u64) as usize;
             window.skip -= skip as u64;
@@ -293,9 +294,22 @@ impl Sink {
                 self.hash_elsewhere(&file);
                 self.file = Some(file);
             }
-            if self.lane.is_none() {
-                self.digests.update(bytes);
+            if let Some(lane) = &mut self.lane {
+                // All or nothing: a paused piece is offered again, so nothing may change.
+                match lane.accept(bytes) {
+                    Accepted::Taken => self.received = total,
+                    Accepted::Pause => return Ok(Flow::Pause),
+                    Accepted::Failed => {
+                        let e = std::io::Error::other("the hashing worker could not write");
+                        return Err(FetchError::io(
+                            format!("writing {}", self.temp.display()),
+                            &e,
+                        ));
+                    }
+                }
+                return Ok(Flow::More);
             }
+            self.digests.update(bytes);
             self.received = total;
             if self.is_large() {
                 if self.pending.capacity() == 0 {
@@ -311,19 +325,22 @@ impl Sink {
                     .map_err(|e| FetchError::io(format!("writing {}", self.temp.display()), &e))?;
             }
         }
-        Ok(self.window.is_none_or(|w| w.take > 0))
+        if self.window.is_some_and(|w| w.take == 0) {
+            return Ok(Flow::Complete);
+        }
+        Ok(Flow::More)
     }
 
-    /// At the first byte: hand the digests of a large whole body to a worker, if we may.
+    /// At the first byte: hand a large whole body to a worker, if we may.
     fn hash_elsewhere(&mut self, file: &File) {
         let eligible = self.partial.is_none()
             && self.window.is_none()
             && self.expected_len.is_some_and(|len| len >= HASH_ELSEWHERE);
-        let Some(hasher) = self.hasher.as_ref().filter(|_| eligible) else {
+        let Some((hasher, token)) = self.hasher.as_ref().filter(|_| eligible) else {
             return;
         };
         let digests = Box::new(std::mem::replace(&mut self.digests, Digests::new([])));
-        match hasher.lane(file, digests) {
+        match hasher.lane(file, digests, *token) {
             Ok(lane) => self.lane = Some(lane),
             Err(digests) => self.digests = *digests,
         }
@@ -368,9 +385,7 @@ impl Sink {
         let anonymous = if self.is_large() {
             Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
         } else {
-            // Readable too: a hashing worker reads large bodies back (see `hasher`).
             OpenOptions::new()
-                .read(true)
                 .write(true)
                 .custom_flags(libc::O_TMPFILE)
                 .mode(0o666)
@@ -384,7 +399,6 @@ impl Sink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
             // No O_TMPFILE on this file system (or kernel): a named temporary file.
             Err(_) => OpenOptions::new()
-                .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&self.temp),
@@ -703,8 +717,12 @@ mod tests {
         let dest = dir.path().join("f");
         let mut sink = Sink::new(&dest, &[], None);
         sink.set_window(1, 3);
-        assert!(sink.write(b"xa").unwrap());
-        assert!(!sink.write(b"bcdef").unwrap(), "complete after the range");
+        assert_eq!(sink.write(b"xa").unwrap(), Flow::More);
+        assert_eq!(
+            sink.write(b"bcdef").unwrap(),
+            Flow::Complete,
+            "complete after the range"
+        );
         sink.place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
             .unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");

@@ -13,7 +13,7 @@ use curl::easy::{Handler, WriteError};
 
 use crate::error::FetchError;
 use crate::protocol::{AttemptBody, ByteRange, Download};
-use crate::sink::Sink;
+use crate::sink::{Flow, Sink};
 
 /// A download request and what has happened to it so far, across attempts.
 pub struct Job {
@@ -203,8 +203,10 @@ impl Handler for Transfer {
             return Ok(0);
         };
         match sink.write(data) {
-            Ok(true) => Ok(data.len()),
-            Ok(false) => {
+            Ok(Flow::More) => Ok(data.len()),
+            // curl keeps the bytes and offers them again once the engine unpauses us.
+            Ok(Flow::Pause) => Err(WriteError::Pause),
+            Ok(Flow::Complete) => {
                 // Returning short stops curl; the engine sees complete_early and succeeds.
                 self.complete_early = true;
                 Ok(0)
