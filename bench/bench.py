@@ -29,8 +29,11 @@ Environment (all optional):
   BENCH_SETTLE=2       seconds to wait after deleting a run's directory and `sync` (smoke: 0)
   BENCH_RUN_TIMEOUT=900  seconds before a run is killed and counted as failed (smoke: 120)
   BENCH_RTT_MS=50      round trip of the delay line
-  BENCH_RUNS_DIR=WORK  where the run directories are made (default: the scratch directory,
-                       on disk); /dev/shm takes the file system out of the measurement
+  BENCH_RUNS_DIR       where the run directories are made. bench/run.sh mounts an ext4 of
+                       the bench's own (an image on a loop device, no `discard`) for full
+                       runs: this VM's disk, mounted with `discard`, degrades after the
+                       first run (cp of A's 10,000 files: 5.2 s, against 0.4 s documented),
+                       so on it every tool measured the disk. Default here: /dev/shm
   BENCH_ONLY=A,C       only these scenarios (the report then goes to WORK, not docs/,
                        unless BENCH_WRITE_DOCS=1)
   BENCH_FETCHMUX_ARGS  extra flags for fetchmux
@@ -73,7 +76,7 @@ RTT_MS = env_num("BENCH_RTT_MS", 50.0, float)
 ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
 FETCHMUX_ARGS = os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
-RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or None  # None: WORK
+RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or "/dev/shm"
 WRITE_DOCS = not SMOKE and (not ONLY or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
 
 NS_PREFIX = os.environ.get("BENCH_NETNS_PREFIX", "fmb")[:8]
@@ -114,8 +117,7 @@ TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
 
 WORK = os.environ.get("BENCH_WORK") or tempfile.mkdtemp(
     prefix="fetchmux-bench.", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
-RUNS_BASE = RUNS_BASE or WORK
-RUNS_DIR = os.path.join(RUNS_BASE, f"runs.{os.getpid()}")
+RUNS_DIR = os.path.join(RUNS_BASE, f"fetchmux-bench-runs.{os.getpid()}")
 CERT = os.path.join(WORK, "cert.pem")
 children = []  # (name, Popen) we started and must stop
 CREATED_NS = []  # network namespaces this bench created and must delete
@@ -789,10 +791,12 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         "every tool, then run 2 of every tool, …, with the order rotated by one each round, "
         "so that no tool always follows the same one.",
         f"- Every run writes into a brand-new directory under `{RUNS_BASE}` "
-        f"({fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks another place). On this machine's "
-        "disk (a virtual disk mounted with `discard`) creating files right after many were "
-        "deleted can be several times slower than usual, so runs alternate between tools "
-        "and wait after each deletion. After the run every "
+        f"({os.environ.get('BENCH_RUNS_FS') or fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks "
+        "another place). Not the machine's own disk: its ext4 (a virtual disk mounted with "
+        "`discard`) degrades after the first run: in a full run on it on 2026-11-23, `cp` "
+        "of A's 10,000 files took 5.2 s (0.4 s is the figure documented for this kind of "
+        "machine) and every tool took 5–7 s for A, fetchmux's first run 0.66 s and its "
+        "others 4.6–5.7 s: the runs measured the disk, not the tools. After the run every "
         "file is checked against the manifest (size and SHA-256; missing, wrong or unexpected "
         "files, or a non-zero exit status, fail the run, and a failed run does not count). "
         f"Then the directory is deleted, `sync` runs and the bench waits {SETTLE:g} s before "
