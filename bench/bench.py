@@ -748,6 +748,15 @@ def write_svg(summary, scenarios, path):
         f.write("\n".join(parts) + "\n")
 
 
+def changes_section():
+    """bench/changes.md (what each optimisation bought, kept by hand), copied in as is."""
+    try:
+        with open(os.path.join(REPO, "bench", "changes.md")) as f:
+            return f.read().rstrip("\n").split("\n") + [""]
+    except OSError:
+        return []
+
+
 def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
     docs = os.path.join(REPO, "docs") if WRITE_DOCS else WORK
     md_path = os.path.join(docs, "benchmarks.md")
@@ -819,6 +828,7 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         "",
     ] + [f"- {n}" for n in notes] + [
         "",
+    ] + changes_section() + [
         "## Machine and versions",
         "",
     ] + [f"- {k}: {v}" for k, v in vers.items()] + [

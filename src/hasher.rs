@@ -2,9 +2,10 @@
 //! receive several large files at the speed of the machine rather than of one core.
 //!
 //! SHA-256 runs at about 1.3–1.7 GB/s on one core here; receiving over loopback, hashing and
-//! writing on the loop's thread topped out near 0.7 GB/s (`make bench`, scenario C). So the
-//! sink of a large whole body copies curl's pieces into owned 1 MiB buffers and hands each
-//! full buffer to a worker, which feeds it to the digests and writes it to the temporary
+//! writing on the loop's thread topped out near 0.7 GB/s (`make bench`, scenario C), and
+//! hashing 1,000 × 256 KiB on it cost more than the peers needed for the whole job (B). So
+//! the sink of a whole body of 128 KiB or more copies curl's pieces into owned buffers (1 MiB,
+//! or the whole body if smaller) and hands each full buffer to a worker, which feeds it to the digests and writes it to the temporary
 //! file, in order, then gives the buffer back. The bytes are still hashed as they stream
 //! in, exactly once, and never read back from the file.
 //!
@@ -34,12 +35,12 @@ use crate::error::FetchError;
 
 /// Most worker threads, whatever the number of cores.
 const MAX_WORKERS: usize = 4;
-/// A buffer is handed over once it holds this many bytes.
+/// A buffer is handed over once it holds this many bytes (or the whole body, if smaller).
 const CHUNK: usize = 1 << 20;
 /// Buffers per body: what one large body may hold in memory.
 const BUFFERS: usize = 4;
-/// Room beyond [`CHUNK`] so that one of curl's pieces always fits whole.
-const SLACK: usize = 512 * 1024;
+/// Room beyond a chunk so that one of curl's pieces (at most its receive buffer) fits whole.
+const SLACK: usize = 64 * 1024;
 
 /// What the workers tell the engine.
 pub enum Answer {
@@ -109,6 +110,9 @@ pub struct Lane {
     shared: Arc<LaneShared>,
     filling: Option<Vec<u8>>,
     allocated: usize,
+    chunk: usize,
+    /// `finish` was called: the worker must not be told to forget the body.
+    finished: bool,
 }
 
 impl Hasher {
@@ -127,14 +131,15 @@ impl Hasher {
         (hasher, answered)
     }
 
-    /// Give a worker `digests` (the state so far) and a descriptor of the body's file,
-    /// for the transfer with curl token `token`. When no worker can take it the digests
-    /// come back: the caller then hashes and writes itself.
+    /// Give a worker `digests` (the state so far) and a descriptor of the file of a body of
+    /// `len` bytes, for the transfer with curl token `token`. When no worker can take it the
+    /// digests come back: the caller then hashes and writes itself.
     pub fn lane(
         &self,
         file: &File,
         digests: Box<Digests>,
         token: usize,
+        len: u64,
     ) -> Result<Lane, Box<Digests>> {
         let shared = &*self.shared;
         let workers = shared.workers.get_or_init(|| spawn_workers(shared));
@@ -165,6 +170,8 @@ impl Hasher {
                 shared: lane_shared,
                 filling: None,
                 allocated: 0,
+                chunk: len.clamp(SLACK as u64, CHUNK as u64) as usize,
+                finished: false,
             }),
             Err(std::sync::mpsc::SendError(Work::Start { digests, .. })) => Err(digests),
             Err(_) => unreachable!("a Start message comes back as sent"),
@@ -203,7 +210,7 @@ impl Lane {
             return Accepted::Pause;
         };
         buf.extend_from_slice(bytes);
-        if buf.len() >= CHUNK {
+        if buf.len() >= self.chunk {
             self.hand_over();
         }
         Accepted::Taken
@@ -217,7 +224,7 @@ impl Lane {
             self.filling = self.take_free().or_else(|| {
                 (self.allocated < BUFFERS).then(|| {
                     self.allocated += 1;
-                    Vec::with_capacity(CHUNK + SLACK)
+                    Vec::with_capacity(self.chunk + SLACK)
                 })
             });
         }
@@ -249,7 +256,7 @@ impl Lane {
         self.hand_over();
         let id = self.id;
         let _ = self.worker.send(Work::Finish { id });
-        std::mem::forget(self);
+        self.finished = true;
         id
     }
 }
@@ -257,7 +264,9 @@ impl Lane {
 impl Drop for Lane {
     /// A body abandoned before it finished: the worker drops its state.
     fn drop(&mut self) {
-        let _ = self.worker.send(Work::Forget { id: self.id });
+        if !self.finished {
+            let _ = self.worker.send(Work::Forget { id: self.id });
+        }
     }
 }
 
@@ -346,7 +355,7 @@ mod tests {
         let path = dir.path().join("body");
         let file = File::create(&path).unwrap();
         let digests = Box::new(Digests::new([Algorithm::Md5]));
-        let mut lane = hasher.lane(&file, digests, 7).ok().unwrap();
+        let mut lane = hasher.lane(&file, digests, 7, 64 << 20).ok().unwrap();
 
         let piece: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
         let mut expected = Digests::new([Algorithm::Md5]);
@@ -372,6 +381,7 @@ mod tests {
             pauses > 0,
             "a producer this fast must have waited for a buffer"
         );
+        let shared = Arc::clone(&lane.shared);
         let id = lane.finish();
         let digests = loop {
             match answers.recv_timeout(Duration::from_secs(10)).unwrap() {
@@ -384,5 +394,13 @@ mod tests {
         };
         assert_eq!(digests.finish(), expected.finish());
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 20);
+        // Neither side keeps the body's buffers once it is finished.
+        for _ in 0..100 {
+            if Arc::strong_count(&shared) == 1 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the finished body's buffers are still referenced");
     }
 }

@@ -34,7 +34,7 @@ const LARGE: u64 = 1 << 20;
 const COALESCE: usize = 256 * 1024;
 /// Bodies from this size on are hashed and written by a worker thread when the sink has a
 /// [`Hasher`]: below it, handing over costs more than it saves.
-const HASH_ELSEWHERE: u64 = 4 << 20;
+const HASH_ELSEWHERE: u64 = 128 * 1024;
 
 /// Suffix of every temporary file this helper creates.
 pub const TEMP_SUFFIX: &str = ".fetchmux-tmp";
@@ -336,11 +336,14 @@ impl Sink {
         let eligible = self.partial.is_none()
             && self.window.is_none()
             && self.expected_len.is_some_and(|len| len >= HASH_ELSEWHERE);
-        let Some((hasher, token)) = self.hasher.as_ref().filter(|_| eligible) else {
+        let (Some((hasher, token)), Some(len)) = (self.hasher.as_ref(), self.expected_len) else {
             return;
         };
+        if !eligible {
+            return;
+        }
         let digests = Box::new(std::mem::replace(&mut self.digests, Digests::new([])));
-        match hasher.lane(file, digests, *token) {
+        match hasher.lane(file, digests, *token, len) {
             Ok(lane) => self.lane = Some(lane),
             Err(digests) => self.digests = *digests,
         }

@@ -164,7 +164,7 @@ fn a_body_cut_short_is_not_placed() {
     );
 }
 
-/// Bodies of 4 MiB and more are hashed by worker threads while they stream in: every
+/// Bodies of 1 MiB and more are hashed by worker threads in several buffers: every
 /// digest must still come out right, a wrong one must still keep the file out, and a body
 /// that ends early must leave nothing behind.
 #[test]
