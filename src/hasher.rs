@@ -357,8 +357,7 @@ mod tests {
         let mut fds = [0; 2];
         // SAFETY: a two-element array for pipe(2); each fd is owned by one File below.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        let (reader, writer) =
-            unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
+        let (reader, writer) = unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
         const PIECES: usize = 256;
         let piece: Vec<u8> = (0..64 * 1024).map(|i| (i * 7 % 251) as u8).collect();
         let digests = Box::new(Digests::new([Algorithm::Md5]));
