@@ -18,7 +18,7 @@ use crate::sink::{Identity, Sink};
 use crate::transfer::{BodyMode, Job, Transfer};
 
 /// libcurl's receive buffer per transfer.
-const RECEIVE_BUFFER: usize = 64 * 1024;
+pub const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// A configured handle for the job's current URL. A recycled handle (from an attempt that
 /// ended) already carries the helper-wide options, so only the request's own are set:

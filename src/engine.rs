@@ -482,22 +482,14 @@ impl Engine {
                 self.report_failed(id, &FetchError::Cancelled, &attempts);
             }
             Some(Live::Active { token }) => {
-                let (mut job, sink, _) = self.detach(token);
+                let (job, sink, _) = self.detach(token);
                 keep_if_resumable(sink);
-                job.attempts.push(AttemptBody {
-                    url: job.url.clone(),
-                    error: ErrorBody::from(&FetchError::Cancelled),
-                });
-                self.report_failed(id, &FetchError::Cancelled, &job.attempts);
+                self.stop_attempt(job, FetchError::Cancelled);
             }
             Some(Live::Hashing { key }) => {
                 // Dropping the sink removes the file; the worker's answer finds nobody.
-                let Concluding { mut job, .. } = self.concluding.remove(&key).expect("waiting");
-                job.attempts.push(AttemptBody {
-                    url: job.url.clone(),
-                    error: ErrorBody::from(&FetchError::Cancelled),
-                });
-                self.report_failed(id, &FetchError::Cancelled, &job.attempts);
+                let waiting = self.concluding.remove(&key).expect("waiting");
+                self.stop_attempt(waiting.job, FetchError::Cancelled);
             }
         }
     }
@@ -642,31 +634,21 @@ impl Engine {
         if head.multiplexed {
             self.scheduler.mark_multiplexed(&job.slot);
         }
-        let mut sink = sink.expect("sink present until the attempt ends");
-        if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
-            let key = sink.finish_hashing();
-            self.live
-                .insert(job.request.id.clone(), Live::Hashing { key });
-            let waiting = Concluding {
-                job,
-                sink,
-                head,
-                status,
-                elapsed,
-            };
-            self.concluding.insert(key, waiting);
+        let mut ended = Concluding {
+            job,
+            sink: sink.expect("sink present until the attempt ends"),
+            head,
+            status,
+            elapsed,
+        };
+        if matches!(verdict, Verdict::Body) && ended.sink.hashing_elsewhere() {
+            let key = ended.sink.finish_hashing();
+            let id = ended.job.request.id.clone();
+            self.live.insert(id, Live::Hashing { key });
+            self.concluding.insert(key, ended);
             return;
         }
-        self.conclude(
-            Concluding {
-                job,
-                sink,
-                head,
-                status,
-                elapsed,
-            },
-            verdict,
-        );
+        self.conclude(ended, verdict);
     }
 
     /// What the hashing workers said: unpause transfers that have a buffer again, and
@@ -963,27 +945,28 @@ impl Engine {
         }
     }
 
+    /// End a download whose attempt was under way (cancel, shutdown): the attempt is
+    /// recorded with `error`, and the download fails with it.
+    fn stop_attempt(&mut self, mut job: Box<Job>, error: FetchError) {
+        job.attempts.push(AttemptBody {
+            url: job.url.clone(),
+            error: ErrorBody::from(&error),
+        });
+        self.live.remove(&job.request.id);
+        self.report_failed(&job.request.id, &error, &job.attempts);
+    }
+
     /// Fail everything unfinished as `aborted`, removing temporary files (resumable
     /// partials are kept).
     fn abort_all(&mut self) {
         let tokens: Vec<usize> = self.transfers.iter().map(|(token, _)| token).collect();
         for token in tokens {
-            let (mut job, sink, _) = self.detach(token);
+            let (job, sink, _) = self.detach(token);
             keep_if_resumable(sink);
-            job.attempts.push(AttemptBody {
-                url: job.url.clone(),
-                error: ErrorBody::from(&FetchError::Aborted),
-            });
-            self.live.remove(&job.request.id);
-            self.report_failed(&job.request.id, &FetchError::Aborted, &job.attempts);
+            self.stop_attempt(job, FetchError::Aborted);
         }
-        for (_, Concluding { mut job, .. }) in std::mem::take(&mut self.concluding) {
-            job.attempts.push(AttemptBody {
-                url: job.url.clone(),
-                error: ErrorBody::from(&FetchError::Aborted),
-            });
-            self.live.remove(&job.request.id);
-            self.report_failed(&job.request.id, &FetchError::Aborted, &job.attempts);
+        for (_, waiting) in std::mem::take(&mut self.concluding) {
+            self.stop_attempt(waiting.job, FetchError::Aborted);
         }
         while let Some(job) = self.scheduler.drain_one() {
             self.live.remove(&job.request.id);

@@ -40,7 +40,7 @@ const CHUNK: usize = 1 << 20;
 /// Buffers per body: what one large body may hold in memory.
 const BUFFERS: usize = 4;
 /// Room beyond a chunk so that one of curl's pieces (at most its receive buffer) fits whole.
-const SLACK: usize = 64 * 1024;
+const SLACK: usize = crate::attempt::RECEIVE_BUFFER;
 
 /// What the workers tell the engine.
 pub enum Answer {

@@ -641,8 +641,9 @@ fn progress_events_are_throttled_and_monotonic() {
     assert!(progress.windows(2).all(|w| w[0] < w[1]), "{progress:?}");
 }
 
-#[test]
-fn sigterm_aborts_cleans_up_and_says_bye() {
+/// Start a download that trickles in, let some bytes land in its temporary file, then send
+/// the helper `signal`; returns the run and the download's directory.
+fn signal_mid_transfer(signal: &str) -> (client::Run, tempfile::TempDir) {
     let server = TestServer::start();
     server.add_file("slow", bytes(9, 100_000));
     let dir = tempfile::tempdir().unwrap();
@@ -654,12 +655,16 @@ fn sigterm_aborts_cleans_up_and_says_bye() {
     ));
     helper.wait_for("start", |e| e["event"] == "start");
     std::thread::sleep(Duration::from_millis(500));
-    let pid = helper.pid();
     std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([signal, &helper.pid().to_string()])
         .status()
         .unwrap();
-    let run = helper.collect();
+    (helper.collect(), dir)
+}
+
+#[test]
+fn sigterm_aborts_cleans_up_and_says_bye() {
+    let (run, dir) = signal_mid_transfer("-TERM");
     assert_eq!(run.failed_kind("slow"), "aborted");
     assert_eq!(run.events.last().unwrap()["event"], "bye");
     assert_eq!(run.status, 128 + 15);
@@ -745,23 +750,7 @@ fn closing_stdout_aborts_and_cleans_up() {
 
 #[test]
 fn a_killed_helper_leaves_no_temporary_file() {
-    let server = TestServer::start();
-    server.add_file("slow", bytes(12, 100_000));
-    let dir = tempfile::tempdir().unwrap();
-    let mut helper = Helper::spawn(&[]);
-    helper.send(&download(
-        "slow",
-        &server.url("/trickle/5000/slow"),
-        &dir.path().join("slow"),
-    ));
-    helper.wait_for("start", |e| e["event"] == "start");
-    std::thread::sleep(Duration::from_millis(600));
-    let pid = helper.pid();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let run = helper.collect();
+    let (run, dir) = signal_mid_transfer("-KILL");
     assert_eq!(run.status, 128 + 9);
     // The bytes so far lived in an anonymous file: nothing to clean up, nothing left.
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
