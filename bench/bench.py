@@ -36,6 +36,8 @@ Environment (all optional):
                        so on it every tool measured the disk. Default here: /dev/shm
   BENCH_ONLY=A,C       only these scenarios (the report then goes to WORK, not docs/,
                        unless BENCH_WRITE_DOCS=1)
+  BENCH_TOOLS=fetchmux,curl  only these tools (for quick comparisons; the report then goes to
+                       WORK, as with BENCH_ONLY)
   BENCH_FETCHMUX_ARGS  extra flags for fetchmux
   BENCH_KEEP=1         keep the fixtures in WORK at exit
   BENCH_NETNS_PREFIX=fmb  names of our namespaces (PREFIX-srv, PREFIX-cli) and TUN devices
@@ -74,10 +76,11 @@ SETTLE = env_num("BENCH_SETTLE", 0.0 if SMOKE else 2.0, float)
 RUN_TIMEOUT = env_num("BENCH_RUN_TIMEOUT", 120 if SMOKE else 900, float)
 RTT_MS = env_num("BENCH_RTT_MS", 50.0, float)
 ONLY = [s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()]
+ONLY_TOOLS = [s.strip() for s in os.environ.get("BENCH_TOOLS", "").split(",") if s.strip()]
 FETCHMUX_ARGS = os.environ.get("BENCH_FETCHMUX_ARGS", "").split()
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 RUNS_BASE = os.environ.get("BENCH_RUNS_DIR") or "/dev/shm"
-WRITE_DOCS = not SMOKE and (not ONLY or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
+WRITE_DOCS = not SMOKE and (not (ONLY or ONLY_TOOLS) or os.environ.get("BENCH_WRITE_DOCS", "") not in ("", "0"))
 
 NS_PREFIX = os.environ.get("BENCH_NETNS_PREFIX", "fmb")[:8]
 NS_SRV, NS_CLI = f"{NS_PREFIX}-srv", f"{NS_PREFIX}-cli"
@@ -93,6 +96,7 @@ KIB, MIB = 1024, 1024 * 1024
 
 def scenario(name, files, size, n, tls=False, delay=False, runs=None, extra=(), seq=False):
     tools = NETWORK_TOOLS + (["sequential"] if seq else []) + list(extra)
+    tools = [t for t in tools if not ONLY_TOOLS or t in ONLY_TOOLS]
     return dict(name=name, files=files, size=size, n=n, tls=tls, delay=delay,
                 runs=runs or RUNS, tools=tools, seq=min(SEQ_FILES, files) if seq else 0)
 

@@ -33,6 +33,7 @@ pub fn build(
     let (mut sink, mode, if_range) = receiving_end(&job, options);
     if mode == BodyMode::Whole {
         sink.hash_large_bodies_with(hasher, token);
+        sink.buffer_small_bodies();
     }
     let http = is_http(job.url());
     let transfer = Transfer::new(job, sink, mode, http);

@@ -30,8 +30,10 @@ use crate::curl_io::CurlIo;
 use crate::error::{Disposition, FetchError};
 use crate::hasher::{Answer, Hasher};
 use crate::input::{Input, Line, ReadState};
+use crate::known_files::KnownFiles;
 use crate::mirrors::Mirrors;
 use crate::output::Output;
+use crate::placer::{self, Placer};
 use crate::protocol::{self, AttemptBody, ErrorBody, Event, HashMapBody, Request, Source};
 use crate::scheduler::Scheduler;
 use crate::sink::{self, Placed, Sink};
@@ -60,7 +62,22 @@ enum Live {
     Hashing {
         key: u64,
     },
+    /// Verified; a worker is writing the bytes into place (see `placer`).
+    Placing,
 }
+
+/// A verified body the placing worker is writing; `done` follows when it is in place.
+struct Placing {
+    job: Box<Job>,
+    placed: Placed,
+    head: ResponseHead,
+    status: u32,
+    elapsed: Duration,
+}
+
+/// Verified bodies waiting for the placing worker, at most: new transfers wait beyond it,
+/// which bounds the memory they hold (each is under 128 KiB) when the disk is slow.
+const MAX_PLACING: usize = 512;
 
 /// An attempt whose body arrived, waiting for a worker's digests before it is placed.
 struct Concluding {
@@ -127,6 +144,13 @@ pub struct Engine {
     hasher: Hasher,
     hashed: Receiver<Answer>,
     concluding: HashMap<u64, Concluding>,
+    /// The worker that writes verified small bodies into place, its answers, and the
+    /// downloads waiting for them (the slab key is the placement's key).
+    placer: Placer,
+    placer_answers: Receiver<placer::Answer>,
+    placing: Slab<Placing>,
+    /// What the destination directories hold, for the `cached` check.
+    known_files: KnownFiles,
     /// The streams-per-connection cap curl has now (see `spread_streams`).
     streams_per_connection: usize,
 }
@@ -165,6 +189,7 @@ impl Engine {
 
         let version = curl::Version::get();
         let (hasher, hashed) = Hasher::new(std::sync::Arc::clone(&waker));
+        let (placer, placer_answers) = Placer::new(std::sync::Arc::clone(&waker));
         let input = Input::open(poll.registry(), STDIN, std::sync::Arc::clone(&waker));
         let output = Output::start(waker);
         output.watch_for_close(poll.registry(), STDOUT);
@@ -194,6 +219,10 @@ impl Engine {
             hasher,
             hashed,
             concluding: HashMap::new(),
+            placer,
+            placer_answers,
+            placing: Slab::new(),
+            known_files: KnownFiles::default(),
             streams_per_connection: max_streams,
             poll,
         })
@@ -248,6 +277,7 @@ impl Engine {
             self.requeue_due_retries();
             self.collect_finished();
             self.collect_hashed();
+            self.collect_placed();
             self.admit();
             self.spread_streams();
             self.report_progress();
@@ -486,6 +516,14 @@ impl Engine {
                 keep_if_resumable(sink);
                 self.stop_attempt(job, FetchError::Cancelled);
             }
+            Some(Live::Placing) => {
+                // Verified and being written: too late to cancel; `done` follows.
+                self.live.insert(id.to_string(), Live::Placing);
+                let error = FetchError::InvalidRequest(format!(
+                    "download `{id}` is verified and being put in place; it cannot be cancelled"
+                ));
+                self.invalid(line_no, Some(id), &error);
+            }
             Some(Live::Hashing { key }) => {
                 // Dropping the sink removes the file; the worker's answer finds nobody.
                 let waiting = self.concluding.remove(&key).expect("waiting");
@@ -499,7 +537,10 @@ impl Engine {
 
     /// Start queued downloads while the limits allow.
     fn admit(&mut self) {
-        while let Some(mut job) = self.scheduler.admit_next() {
+        while self.placing.len() < MAX_PLACING {
+            let Some(mut job) = self.scheduler.admit_next() else {
+                break;
+            };
             if let Some(better) = self.better_mirror(&job) {
                 // Health changed while it waited: requeue it for the better mirror.
                 self.scheduler.release(&job);
@@ -507,8 +548,8 @@ impl Engine {
                 self.scheduler.push(job);
                 continue;
             }
-            if job.attempts.is_empty() {
-                let request = &job.request;
+            let request = &job.request;
+            if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
                 if let Some(placed) = sink::cached(&request.dest, request.size, &request.hashes) {
                     self.scheduler.release(&job);
                     self.live.remove(&job.request.id);
@@ -700,9 +741,23 @@ impl Engine {
         let outcome = match verdict {
             Verdict::Body | Verdict::PartialComplete => {
                 // place() removes the file itself when verification fails.
-                sink.place(job.request.size, &job.request.hashes)
-                    .map(Some)
-                    .map_err(|error| (error, None))
+                match sink.place(job.request.size, &job.request.hashes) {
+                    Ok((placed, Some(placement))) => {
+                        let id = job.request.id.clone();
+                        let key = self.placing.insert(Placing {
+                            job,
+                            placed,
+                            head,
+                            status,
+                            elapsed,
+                        });
+                        self.live.insert(id, Live::Placing);
+                        self.placer.place(key, placement);
+                        return;
+                    }
+                    Ok((placed, None)) => Ok(Some(placed)),
+                    Err(error) => Err((error, None)),
+                }
             }
             Verdict::NotModified => {
                 sink.discard();
@@ -718,27 +773,68 @@ impl Engine {
             Verdict::Failed(error) => Err((error, Some(sink))),
         };
         match outcome {
-            Ok(placed) => {
-                if let Source::Mirror { .. } = job.request.source {
-                    let bytes = placed.as_ref().map_or(0, |p| p.size);
-                    self.mirrors.record_success(&job.origin, bytes, elapsed);
-                    let limit = self.mirrors.limit(&job.origin);
-                    self.scheduler.set_limit(&job.slot, limit);
-                }
-                self.live.remove(&job.request.id);
-                let url = job.url.clone();
-                self.report_done(
-                    &job,
-                    Success {
-                        placed: placed.as_ref(),
-                        url: Some(&url),
-                        status: (status > 0).then_some(status),
-                        head: Some(&head),
-                        cached: false,
-                    },
-                );
-            }
+            Ok(placed) => self.succeeded(job, placed.as_ref(), &head, status, elapsed),
             Err((error, sink)) => self.attempt_failed(job, error, sink, Some(&head)),
+        }
+    }
+
+    /// The attempt fetched a verified body that is now in place (or was not modified).
+    fn succeeded(
+        &mut self,
+        job: Box<Job>,
+        placed: Option<&Placed>,
+        head: &ResponseHead,
+        status: u32,
+        elapsed: Duration,
+    ) {
+        if let Source::Mirror { .. } = job.request.source {
+            let bytes = placed.map_or(0, |p| p.size);
+            self.mirrors.record_success(&job.origin, bytes, elapsed);
+            let limit = self.mirrors.limit(&job.origin);
+            self.scheduler.set_limit(&job.slot, limit);
+        }
+        if placed.is_some() {
+            self.known_files.placed(&job.request.dest);
+        }
+        self.live.remove(&job.request.id);
+        let url = job.url.clone();
+        self.report_done(
+            &job,
+            Success {
+                placed,
+                url: Some(&url),
+                status: (status > 0).then_some(status),
+                head: Some(head),
+                cached: false,
+            },
+        );
+    }
+
+    /// What the placing worker said: `done` for bodies now in place.
+    fn collect_placed(&mut self) {
+        if self.placing.is_empty() {
+            return;
+        }
+        self.placer.looking();
+        while let Ok(answer) = self.placer_answers.try_recv() {
+            self.on_placed(answer);
+        }
+    }
+
+    fn on_placed(&mut self, (key, result): placer::Answer) {
+        let Placing {
+            job,
+            placed,
+            head,
+            status,
+            elapsed,
+        } = self.placing.remove(key);
+        match result {
+            Ok(()) => self.succeeded(job, Some(&placed), &head, status, elapsed),
+            Err(e) => {
+                let what = format!("placing {}", job.request.dest.display());
+                self.attempt_failed(job, FetchError::io(what, &e), None, Some(&head));
+            }
         }
     }
 
@@ -959,6 +1055,14 @@ impl Engine {
     /// Fail everything unfinished as `aborted`, removing temporary files (resumable
     /// partials are kept).
     fn abort_all(&mut self) {
+        // Verified bodies being placed end as they end (it takes moments): a file that
+        // reaches `dest` is reported `done`, never `aborted`.
+        while !self.placing.is_empty() {
+            match self.placer_answers.recv() {
+                Ok(answer) => self.on_placed(answer),
+                Err(_) => break,
+            }
+        }
         let tokens: Vec<usize> = self.transfers.iter().map(|(token, _)| token).collect();
         for token in tokens {
             let (job, sink, _) = self.detach(token);

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Algorithm, Digests};
 use crate::error::FetchError;
 use crate::hasher::{Accepted, Hasher, Lane};
+use crate::placer::Placement;
 
 /// Distinguishes temporary files of one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -92,6 +93,10 @@ pub struct Sink {
     hasher: Option<(Hasher, usize)>,
     /// A worker hashing and writing this body (see `hasher`).
     lane: Option<Lane>,
+    /// A small whole body may be received into memory and placed by the `placer` worker.
+    may_buffer: bool,
+    /// The body so far, when it is received into memory.
+    memory: Option<Vec<u8>>,
     received: u64,
     limit: Option<u64>,
     window: Option<Window>,
@@ -134,6 +139,8 @@ impl Sink {
             digests: Digests::new(wanted.iter().copied()),
             hasher: None,
             lane: None,
+            may_buffer: false,
+            memory: None,
             received: 0,
             limit,
             window: None,
@@ -196,6 +203,13 @@ impl Sink {
     /// resumed partial, not a range).
     pub fn hash_large_bodies_with(&mut self, hasher: &Hasher, token: usize) {
         self.hasher = Some((hasher.clone(), token));
+    }
+
+    /// Receive a small whole body into memory, so that [`Sink::place`] hands the verified
+    /// bytes back for the `placer` worker instead of writing them on this thread. Only for a
+    /// whole body written from its first byte (not a resumed partial, not a range).
+    pub fn buffer_small_bodies(&mut self) {
+        self.may_buffer = true;
     }
 
     /// A worker holds the digests: [`Sink::finish_hashing`] before placing.
@@ -261,6 +275,9 @@ impl Sink {
         }
         self.pending.clear();
         self.lane = None;
+        if let Some(memory) = &mut self.memory {
+            memory.clear();
+        }
         self.digests = Digests::new(self.wanted.iter().copied());
         self.received = 0;
         Ok(())
@@ -289,10 +306,24 @@ impl Sink {
             }
         }
         if !bytes.is_empty() {
-            if self.file.is_none() {
-                let file = self.create()?;
-                self.hash_elsewhere(&file);
-                self.file = Some(file);
+            if self.file.is_none() && self.memory.is_none() {
+                if let Some(len) = self.small_enough_for_memory() {
+                    self.memory = Some(Vec::with_capacity(len));
+                } else {
+                    let file = self.create()?;
+                    self.hash_elsewhere(&file);
+                    self.file = Some(file);
+                }
+            }
+            if let Some(memory) = &mut self.memory {
+                self.digests.update(bytes);
+                memory.extend_from_slice(bytes);
+                self.received = total;
+                return Ok(if self.window.is_some_and(|w| w.take == 0) {
+                    Flow::Complete
+                } else {
+                    Flow::More
+                });
             }
             if let Some(lane) = &mut self.lane {
                 // All or nothing: a paused piece is offered again, so nothing may change.
@@ -329,6 +360,13 @@ impl Sink {
             return Ok(Flow::Complete);
         }
         Ok(Flow::More)
+    }
+
+    /// At the first byte: the capacity for a body received into memory, if it may be.
+    fn small_enough_for_memory(&self) -> Option<usize> {
+        let whole = self.may_buffer && self.partial.is_none() && self.window.is_none();
+        let len = self.expected_len.filter(|&len| len < HASH_ELSEWHERE)?;
+        whole.then_some(len as usize)
     }
 
     /// At the first byte: hand a large whole body to a worker, if we may.
@@ -431,19 +469,30 @@ impl Sink {
 
     /// Check the body against `size` and `expected` digests; on success move it onto `dest`.
     /// On any failure the temporary file (or partial) is removed and `dest` is left as it was.
+    ///
+    /// A body received into memory is verified but not written: it comes back as a
+    /// [`Placement`] for the `placer` worker, and is on disk only once the worker says so.
     pub fn place(
         mut self,
         size: Option<u64>,
         expected: &[(Algorithm, String)],
-    ) -> Result<Placed, FetchError> {
-        let result = self.verify_and_rename(size, expected);
+    ) -> Result<(Placed, Option<Placement>), FetchError> {
+        let placed = self.verify(size, expected);
+        let result = match (placed, self.memory.take()) {
+            (Ok(placed), Some(bytes)) => {
+                let dest = std::mem::take(&mut self.dest);
+                Ok((placed, Some(Placement { dest, bytes })))
+            }
+            (Ok(placed), None) => self.rename().map(|()| (placed, None)),
+            (Err(error), _) => Err(error),
+        };
         if result.is_err() {
             self.discard();
         }
         result
     }
 
-    fn verify_and_rename(
+    fn verify(
         &mut self,
         size: Option<u64>,
         expected: &[(Algorithm, String)],
@@ -472,6 +521,13 @@ impl Sink {
                 });
             }
         }
+        Ok(Placed {
+            size: self.received,
+            hashes,
+        })
+    }
+
+    fn rename(&mut self) -> Result<(), FetchError> {
         self.flush_pending()?;
         // An empty body never called write(): create the (empty) file now.
         let file = match self.file.take() {
@@ -484,10 +540,7 @@ impl Sink {
         if self.partial.is_some() {
             let _ = std::fs::remove_file(meta_path_for(&self.temp));
         }
-        Ok(Placed {
-            size: self.received,
-            hashes,
-        })
+        Ok(())
     }
 
     /// On drop, keep a resumable download's bytes for a later attempt (a transient failure,
@@ -501,6 +554,7 @@ impl Sink {
         self.keep = false;
         self.pending.clear();
         self.lane = None;
+        self.memory = None;
         let had_file = self.file.take().is_some();
         // An anonymous file vanishes when closed; a named one must be removed.
         if !self.anonymous && (had_file || self.partial.is_some()) {
@@ -677,12 +731,46 @@ mod tests {
         let mut sink = Sink::new(&dest, &[Algorithm::Sha256], None);
         sink.write(b"ab").unwrap();
         sink.write(b"c").unwrap();
-        let placed = sink
+        let (placed, placement) = sink
             .place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
             .unwrap();
         assert_eq!(placed.size, 3);
+        assert!(placement.is_none(), "written here, not handed over");
         assert_eq!(std::fs::read(&dest).unwrap(), b"abc");
         assert_eq!(entries(dir.path()), vec!["f"]);
+    }
+
+    #[test]
+    fn a_small_body_is_verified_in_memory_and_handed_back_for_placing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let mut sink = Sink::new(&dest, &[], None);
+        sink.buffer_small_bodies();
+        sink.expect_len(Some(3));
+        sink.write(b"ab").unwrap();
+        sink.write(b"c").unwrap();
+        assert!(
+            entries(dir.path()).is_empty(),
+            "nothing on disk while receiving"
+        );
+        let (placed, placement) = sink
+            .place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
+            .unwrap();
+        let placement = placement.expect("handed back, not written");
+        assert_eq!((placed.size, placement.bytes.as_slice()), (3, &b"abc"[..]));
+        assert_eq!(placement.dest, dest);
+        assert!(entries(dir.path()).is_empty());
+
+        // Wrong bytes are refused before anything is handed back.
+        let mut sink = Sink::new(&dest, &[], None);
+        sink.buffer_small_bodies();
+        sink.expect_len(Some(3));
+        sink.write(b"abd").unwrap();
+        let err = sink
+            .place(Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())])
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::ChecksumMismatch);
+        assert!(entries(dir.path()).is_empty());
     }
 
     #[test]
