@@ -29,11 +29,12 @@ pub fn build(
     http2: bool,
     recycled: Option<Easy2<Transfer>>,
     (hasher, token): (&Hasher, usize),
+    buffer: Vec<u8>,
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
     let (mut sink, mode, if_range) = receiving_end(&job, options);
     if mode == BodyMode::Whole {
         sink.hash_large_bodies_with(hasher, token);
-        sink.buffer_small_bodies();
+        sink.buffer_small_bodies(buffer);
     }
     let http = is_http(job.url());
     let transfer = Transfer::new(job, sink, mode, http);

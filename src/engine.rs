@@ -78,6 +78,8 @@ struct Placing {
 /// Verified bodies waiting for the placing worker, at most: new transfers wait beyond it,
 /// which bounds the memory they hold (each is under 128 KiB) when the disk is slow.
 const MAX_PLACING: usize = 512;
+/// Buffers kept for reuse, at most (each under 128 KiB).
+const SPARE_BUFFERS: usize = 64;
 
 /// An attempt whose body arrived, waiting for a worker's digests before it is placed.
 struct Concluding {
@@ -149,6 +151,8 @@ pub struct Engine {
     placer: Placer,
     placer_answers: Receiver<placer::Answer>,
     placing: Slab<Placing>,
+    /// Buffers of placed bodies, for the next small bodies (no allocation per file).
+    spare_buffers: Vec<Vec<u8>>,
     /// What the destination directories hold, for the `cached` check.
     known_files: KnownFiles,
     /// The streams-per-connection cap curl has now (see `spread_streams`).
@@ -222,6 +226,7 @@ impl Engine {
             placer,
             placer_answers,
             placing: Slab::new(),
+            spare_buffers: Vec::new(),
             known_files: KnownFiles::default(),
             streams_per_connection: max_streams,
             poll,
@@ -569,7 +574,15 @@ impl Engine {
             let recycled = self.spare_handles.pop();
             let token = self.transfers.vacant_key();
             let hashing = (&self.hasher, token);
-            let built = attempt::build(job, &self.options, self.has_http2, recycled, hashing);
+            let buffer = self.spare_buffers.pop().unwrap_or_default();
+            let built = attempt::build(
+                job,
+                &self.options,
+                self.has_http2,
+                recycled,
+                hashing,
+                buffer,
+            );
             let easy = match built {
                 Ok(easy) => easy,
                 Err((job, error)) => {
@@ -821,7 +834,15 @@ impl Engine {
         }
     }
 
-    fn on_placed(&mut self, (key, result): placer::Answer) {
+    fn on_placed(&mut self, answer: placer::Answer) {
+        let placer::Answer {
+            key,
+            result,
+            buffer,
+        } = answer;
+        if self.spare_buffers.len() < SPARE_BUFFERS {
+            self.spare_buffers.push(buffer);
+        }
         let Placing {
             job,
             placed,

@@ -31,8 +31,13 @@ pub struct Placement {
     pub bytes: Vec<u8>,
 }
 
-/// What the worker says about the placement with this key.
-pub type Answer = (usize, std::io::Result<()>);
+/// What the worker says about the placement with this key; the buffer comes back, empty,
+/// for another body.
+pub struct Answer {
+    pub key: usize,
+    pub result: std::io::Result<()>,
+    pub buffer: Vec<u8>,
+}
 
 /// The handle the engine keeps; the worker starts with the first placement.
 pub struct Placer {
@@ -70,8 +75,9 @@ impl Placer {
             None => placement,
         };
         let mut directory = Directory::default();
-        let result = directory.place(&placement.dest, &placement.bytes);
-        let _ = self.answers.send((key, result));
+        let _ = self
+            .answers
+            .send(Answer::for_placement(key, &mut directory, placement));
         let _ = self.waker.wake();
     }
 
@@ -90,9 +96,8 @@ impl Placer {
             .spawn(move || {
                 let mut directory = Directory::default();
                 for (key, placement) in rx {
-                    let result = directory.place(&placement.dest, &placement.bytes);
-                    drop(placement);
-                    if answers.send((key, result)).is_err() {
+                    let answer = Answer::for_placement(key, &mut directory, placement);
+                    if answers.send(answer).is_err() {
                         return;
                     }
                     if !woken.swap(true, Ordering::SeqCst) {
@@ -106,6 +111,19 @@ impl Placer {
                 eprintln!("fetchmux: cannot start the placing thread ({err}); placing inline");
                 None
             }
+        }
+    }
+}
+
+impl Answer {
+    fn for_placement(key: usize, directory: &mut Directory, placement: Placement) -> Answer {
+        let result = directory.place(&placement.dest, &placement.bytes);
+        let mut buffer = placement.bytes;
+        buffer.clear();
+        Answer {
+            key,
+            result,
+            buffer,
         }
     }
 }
@@ -348,7 +366,7 @@ mod tests {
             },
         );
         let mut got: Vec<(usize, bool)> = (0..2)
-            .map(|_| answers.recv().map(|(key, r)| (key, r.is_ok())).unwrap())
+            .map(|_| answers.recv().map(|a| (a.key, a.result.is_ok())).unwrap())
             .collect();
         got.sort();
         assert_eq!(got, vec![(7, false), (8, true)]);

@@ -93,8 +93,9 @@ pub struct Sink {
     hasher: Option<(Hasher, usize)>,
     /// A worker hashing and writing this body (see `hasher`).
     lane: Option<Lane>,
-    /// A small whole body may be received into memory and placed by the `placer` worker.
-    may_buffer: bool,
+    /// A small whole body may be received into memory (this buffer, reused from an earlier
+    /// body) and placed by the `placer` worker.
+    may_buffer: Option<Vec<u8>>,
     /// The body so far, when it is received into memory.
     memory: Option<Vec<u8>>,
     received: u64,
@@ -139,7 +140,7 @@ impl Sink {
             digests: Digests::new(wanted.iter().copied()),
             hasher: None,
             lane: None,
-            may_buffer: false,
+            may_buffer: None,
             memory: None,
             received: 0,
             limit,
@@ -208,8 +209,8 @@ impl Sink {
     /// Receive a small whole body into memory, so that [`Sink::place`] hands the verified
     /// bytes back for the `placer` worker instead of writing them on this thread. Only for a
     /// whole body written from its first byte (not a resumed partial, not a range).
-    pub fn buffer_small_bodies(&mut self) {
-        self.may_buffer = true;
+    pub fn buffer_small_bodies(&mut self, buffer: Vec<u8>) {
+        self.may_buffer = Some(buffer);
     }
 
     /// A worker holds the digests: [`Sink::finish_hashing`] before placing.
@@ -308,7 +309,10 @@ impl Sink {
         if !bytes.is_empty() {
             if self.file.is_none() && self.memory.is_none() {
                 if let Some(len) = self.small_enough_for_memory() {
-                    self.memory = Some(Vec::with_capacity(len));
+                    let mut buffer = self.may_buffer.take().unwrap_or_default();
+                    buffer.clear();
+                    buffer.reserve_exact(len);
+                    self.memory = Some(buffer);
                 } else {
                     let file = self.create()?;
                     self.hash_elsewhere(&file);
@@ -364,7 +368,7 @@ impl Sink {
 
     /// At the first byte: the capacity for a body received into memory, if it may be.
     fn small_enough_for_memory(&self) -> Option<usize> {
-        let whole = self.may_buffer && self.partial.is_none() && self.window.is_none();
+        let whole = self.may_buffer.is_some() && self.partial.is_none() && self.window.is_none();
         let len = self.expected_len.filter(|&len| len < HASH_ELSEWHERE)?;
         whole.then_some(len as usize)
     }
@@ -745,7 +749,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("f");
         let mut sink = Sink::new(&dest, &[], None);
-        sink.buffer_small_bodies();
+        sink.buffer_small_bodies(Vec::new());
         sink.expect_len(Some(3));
         sink.write(b"ab").unwrap();
         sink.write(b"c").unwrap();
@@ -763,7 +767,7 @@ mod tests {
 
         // Wrong bytes are refused before anything is handed back.
         let mut sink = Sink::new(&dest, &[], None);
-        sink.buffer_small_bodies();
+        sink.buffer_small_bodies(Vec::new());
         sink.expect_len(Some(3));
         sink.write(b"abd").unwrap();
         let err = sink
