@@ -349,6 +349,7 @@ def command(tool, sc, manifest, out, lists, host, ports, probe=False):
     n = str(sc["n"])
     listing = os.path.join(lists, f"{sc['name']}-{tool}.{'jsonl' if tool == 'fetchmux' else 'txt'}")
     stdin = None
+    os.makedirs(lists, exist_ok=True)
     with open(listing, "w") as f:
         if tool == "fetchmux":
             for name, size, sha in manifest:

@@ -8,6 +8,8 @@
 use std::ffi::CStr;
 use std::time::Duration;
 
+use std::sync::mpsc::Sender;
+
 use curl::easy::{Easy2, HttpVersion, List};
 
 use crate::config::Options;
@@ -30,6 +32,7 @@ pub fn build(
     recycled: Option<Easy2<Transfer>>,
     (hasher, token): (&Hasher, usize),
     buffer: Vec<u8>,
+    alpn_learner: Option<Sender<String>>,
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
     let (mut sink, mode, if_range) = receiving_end(&job, options);
     if mode == BodyMode::Whole {
@@ -37,7 +40,8 @@ pub fn build(
         sink.buffer_small_bodies(buffer);
     }
     let http = is_http(job.url());
-    let transfer = Transfer::new(job, sink, mode, http);
+    let mut transfer = Transfer::new(job, sink, mode, http);
+    transfer.alpn_learner = alpn_learner;
     let mut easy = match recycled {
         Some(mut easy) => {
             *easy.get_mut() = transfer;
@@ -154,6 +158,8 @@ fn configure_request(
     let job = transfer.job();
     let url = job.url().to_string();
     let mode = transfer.mode;
+    // The debug callback learns the TLS handshake's protocol (see `Transfer::debug`).
+    let learning = transfer.alpn_learner.is_some();
     let mut headers = List::new();
     for (name, value) in &job.request.headers {
         headers.append(&format!("{name}: {value}"))?;
@@ -168,6 +174,7 @@ fn configure_request(
         headers.append(&format!("If-Range: {validator}"))?;
     }
     easy.url(&url)?;
+    easy.verbose(learning)?;
     match mode {
         BodyMode::Whole => clear_range(easy)?,
         BodyMode::Resume { offset } => easy.range(&format!("{offset}-"))?,

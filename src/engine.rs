@@ -151,6 +151,13 @@ pub struct Engine {
     placer: Placer,
     placer_answers: Receiver<placer::Answer>,
     placing: Slab<Placing>,
+    /// Slots that answered over HTTP/1.x, and the channel on which transfers report TLS
+    /// handshakes that agreed on HTTP/2.
+    http1_slots: std::collections::HashSet<String>,
+    alpn_learned: (
+        std::sync::mpsc::Sender<String>,
+        std::sync::mpsc::Receiver<String>,
+    ),
     /// Buffers of placed bodies, for the next small bodies (no allocation per file).
     spare_buffers: Vec<Vec<u8>>,
     /// What the destination directories hold, for the `cached` check.
@@ -226,6 +233,8 @@ impl Engine {
             placer,
             placer_answers,
             placing: Slab::new(),
+            http1_slots: Default::default(),
+            alpn_learned: std::sync::mpsc::channel(),
             spare_buffers: Vec::new(),
             known_files: KnownFiles::default(),
             streams_per_connection: max_streams,
@@ -283,6 +292,7 @@ impl Engine {
             self.collect_finished();
             self.collect_hashed();
             self.collect_placed();
+            self.collect_alpn();
             self.admit();
             self.spread_streams();
             self.report_progress();
@@ -575,6 +585,7 @@ impl Engine {
             let token = self.transfers.vacant_key();
             let hashing = (&self.hasher, token);
             let buffer = self.spare_buffers.pop().unwrap_or_default();
+            let learner = self.alpn_learner_for(&job);
             let built = attempt::build(
                 job,
                 &self.options,
@@ -582,6 +593,7 @@ impl Engine {
                 recycled,
                 hashing,
                 buffer,
+                learner,
             );
             let easy = match built {
                 Ok(easy) => easy,
@@ -610,6 +622,24 @@ impl Engine {
             if wants_progress {
                 self.progress_wanted += 1;
             }
+        }
+    }
+
+    /// For an https transfer to a slot whose protocol is not known yet: where its TLS
+    /// handshake reports HTTP/2. Learning it there, rather than from the first response,
+    /// lets the slot's transfers multiplex a round trip sooner (scenario L2 of `make bench`).
+    fn alpn_learner_for(&self, job: &Job) -> Option<std::sync::mpsc::Sender<String>> {
+        let unknown = self.has_http2
+            && job.url.starts_with("https:")
+            && !self.scheduler.is_multiplexed(&job.slot)
+            && !self.http1_slots.contains(&job.slot);
+        unknown.then(|| self.alpn_learned.0.clone())
+    }
+
+    /// Slots whose TLS handshakes agreed on HTTP/2 since the last look.
+    fn collect_alpn(&mut self) {
+        while let Ok(slot) = self.alpn_learned.1.try_recv() {
+            self.scheduler.mark_multiplexed(&slot);
         }
     }
 
@@ -687,6 +717,8 @@ impl Engine {
         let (job, sink, head) = self.detach(token);
         if head.multiplexed {
             self.scheduler.mark_multiplexed(&job.slot);
+        } else if head.status > 0 && !self.http1_slots.contains(&job.slot) {
+            self.http1_slots.insert(job.slot.clone());
         }
         let mut ended = Concluding {
             job,

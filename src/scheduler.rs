@@ -159,6 +159,11 @@ impl Scheduler {
         self.active_per_slot.contains_key(slot)
     }
 
+    /// Has `slot` been seen to multiplex?
+    pub fn is_multiplexed(&self, slot: &str) -> bool {
+        self.multiplexed.contains(slot)
+    }
+
     /// `slot` answered over HTTP/2: from now on its transfers cost one stream each, so more
     /// of its parked jobs may start.
     pub fn mark_multiplexed(&mut self, slot: &str) {

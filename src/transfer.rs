@@ -7,9 +7,10 @@
 //! `failure` and tells curl to stop; the engine reads the outcome when curl reports the
 //! transfer finished.
 
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-use curl::easy::{Handler, WriteError};
+use curl::easy::{Handler, InfoType, WriteError};
 
 use crate::error::FetchError;
 use crate::protocol::{AttemptBody, ByteRange, Download};
@@ -125,6 +126,9 @@ pub struct Transfer {
     /// Bytes reported in the last `progress` event.
     pub reported: u64,
     pub started_at: Instant,
+    /// Where to say that this attempt's TLS handshake agreed on HTTP/2 (ALPN), while the
+    /// engine does not yet know whether the slot multiplexes (see `Handler::debug`).
+    pub alpn_learner: Option<Sender<String>>,
 }
 
 impl Transfer {
@@ -140,6 +144,7 @@ impl Transfer {
             body_started: false,
             reported: 0,
             started_at: Instant::now(),
+            alpn_learner: None,
         }
     }
 
@@ -191,6 +196,17 @@ impl Transfer {
 }
 
 impl Handler for Transfer {
+    /// Only called for handles with `VERBOSE` on: the first transfers to an https slot
+    /// whose protocol is not yet known. The server's choice of HTTP/2 is known as soon as
+    /// the TLS handshake ends, a round trip before the first response would say it.
+    fn debug(&mut self, kind: InfoType, data: &[u8]) {
+        if matches!(kind, InfoType::Text) && data.starts_with(b"ALPN: server accepted h2") {
+            if let (Some(learner), Some(job)) = (self.alpn_learner.take(), &self.job) {
+                let _ = learner.send(job.slot.clone());
+            }
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
         if !self.body_started {
             self.body_started = true;
