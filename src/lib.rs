@@ -3,7 +3,8 @@
 //! One process, one event loop: a `mio::Poll` drives a libcurl multi handle through the
 //! socket-action API; each transfer's write callback streams its bytes through a size cap and
 //! digest state into a temporary file, which is renamed onto its destination only after every
-//! check passes (large bodies are hashed and written by worker threads, `hasher`). The
+//! check passes (large bodies are hashed and written by worker threads, `hasher`; small ones
+//! are verified in memory and written into place by a worker, `placer`). The
 //! parent talks to the helper in JSON Lines over stdin/stdout (docs/protocol.md). docs/design.md draws the picture.
 
 pub mod attempt;

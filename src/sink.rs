@@ -1,6 +1,10 @@
 //! Where a body's bytes go: size cap, digests, a temporary file beside `dest`, and the final
 //! atomic rename.
 //!
+//! A small whole body (a known length under 128 KiB) goes to memory instead: [`Sink::place`]
+//! verifies it and hands the bytes back for the `placer` worker, which creates, writes and
+//! links the file off the loop's thread.
+//!
 //! The temporary file is created on the first byte, in the same directory as `dest` (so
 //! placing it is atomic and never crosses a file system). Where the file system allows, it is
 //! an *anonymous* file (`O_TMPFILE`): it has no name until every check has passed and it is
