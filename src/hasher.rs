@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -303,7 +302,7 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                 };
                 if body.failed.is_none() {
                     body.digests.update(&buf);
-                    if let Err(e) = body.file.write_all(&buf) {
+                    if let Err(e) = crate::sink::write_in_pieces(&mut body.file, &buf) {
                         body.failed = Some(FetchError::io("writing a large body", &e));
                         body.shared.failed.store(true, Ordering::Release);
                     }

@@ -24,6 +24,8 @@ use std::sync::Arc;
 
 use mio::Waker;
 
+use crate::sink::WRITE_PIECE;
+
 /// Verified bytes and where they go.
 #[derive(Debug)]
 pub struct Placement {
@@ -271,10 +273,12 @@ fn renameat(dirfd: RawFd, from: &CStr, to: &CStr) -> std::io::Result<()> {
     }
 }
 
+/// Write all of `bytes`, at most [`WRITE_PIECE`] per call (why: see there).
 fn write_all(file: &OwnedFd, mut bytes: &[u8]) -> std::io::Result<()> {
     while !bytes.is_empty() {
-        // SAFETY: a valid descriptor and a buffer of `bytes.len()` bytes.
-        let n = unsafe { libc::write(file.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+        let len = bytes.len().min(WRITE_PIECE);
+        // SAFETY: a valid descriptor and a buffer of at least `len` bytes.
+        let n = unsafe { libc::write(file.as_raw_fd(), bytes.as_ptr().cast(), len) };
         match n {
             n if n > 0 => bytes = &bytes[n as usize..],
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
