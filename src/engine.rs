@@ -271,7 +271,12 @@ impl Engine {
                     STDOUT => self.output.on_event(event),
                     token => {
                         if let Some(fd) = CurlIo::fd_of(token) {
-                            self.serve_socket(fd, event);
+                            let what = CurlIo::events_for(event);
+                            if let Err(err) = self.multi.action(fd, &what) {
+                                eprintln!("fetchmux: curl socket action failed: {err}");
+                            }
+                            self.curl_io.apply(self.poll.registry());
+                            self.curl_io.rearm(self.poll.registry(), fd);
                         }
                     }
                 }
@@ -293,23 +298,6 @@ impl Engine {
             self.report_progress();
         }
         self.bye()
-    }
-
-    /// Hand a ready socket to curl. A transfer that ended on it is finished at once and
-    /// its place given to the next queued one, whose request curl sends during the next
-    /// action (an added transfer's timer is already due): a connection freed early in a
-    /// burst of responses is not left idle until the whole burst has been read (scenario L
-    /// of `make bench`, where 64 responses arrive within moments every round trip).
-    fn serve_socket(&mut self, fd: std::os::fd::RawFd, event: &mio::event::Event) {
-        let what = CurlIo::events_for(event);
-        if let Err(err) = self.multi.action(fd, &what) {
-            eprintln!("fetchmux: curl socket action failed: {err}");
-        }
-        self.curl_io.apply(self.poll.registry());
-        self.curl_io.rearm(self.poll.registry(), fd);
-        if self.stop.is_none() && self.collect_finished() {
-            self.admit();
-        }
     }
 
     fn poll_timeout(&mut self) -> Option<Duration> {
@@ -696,8 +684,7 @@ impl Engine {
         (job, sink, head)
     }
 
-    /// Finish the transfers curl reports ended; true if there were any.
-    fn collect_finished(&mut self) -> bool {
+    fn collect_finished(&mut self) {
         let finished = &mut self.finished;
         let transfers = &self.transfers;
         self.multi.messages(|message| {
@@ -709,12 +696,10 @@ impl Engine {
             }
         });
         let mut finished = std::mem::take(&mut self.finished);
-        let any = !finished.is_empty();
         for (token, result) in finished.drain(..) {
             self.finish(token, result);
         }
         self.finished = finished;
-        any
     }
 
     /// An attempt ended: place the bytes or decide what comes next.
