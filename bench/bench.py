@@ -13,8 +13,8 @@ Scenarios (smoke): A 200 x 4 KiB; B 20 x 256 KiB; C 1 x 8 MiB; L 50 x 4 KiB over
 The round trip comes from bench/delayline.py (this kernel has no `tc netem`): two network
 namespaces of our own joined by TUN devices, each packet forwarded after 25 ms.
 
-Method: several runs per tool, tools alternating (run 1 of every tool, then run 2, ...; the
-order rotates by one each round), every run into a brand-new directory that is deleted after
+Method: one untimed warm-up run of every tool, then several runs per tool, tools alternating
+(run 1 of every tool, then run 2, ...; the order rotates by one each round), every run into a brand-new directory that is deleted after
 its files are checked (size and SHA-256 of every file against the manifest; a wrong, missing
 or unexpected file, or a non-zero exit status, fails the run and it does not count). Each run
 is timed with GNU time (wall, user, sys, max RSS), tools in the client namespace with the
@@ -817,7 +817,11 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         "",
         f"- Every tool runs {RUNS} times per scenario ({RUNS_C} for C), round-robin: run 1 of "
         "every tool, then run 2 of every tool, …, with the order rotated by one each round, "
-        "so that no tool always follows the same one.",
+        "so that no tool always follows the same one. Before the counted runs of a scenario, "
+        "every tool runs once untimed (a warm-up, like `hyperfine --warmup 1`): the first run "
+        "of a scenario writes where the file system and the VM's memory have not been "
+        "written yet and took up to 7 times as long as the next ones, and without the "
+        "warm-up the tool first in round 1 (always fetchmux) paid for it.",
         f"- Every run writes into a brand-new directory under `{RUNS_BASE}` "
         f"({os.environ.get('BENCH_RUNS_FS') or fs_type(RUNS_BASE)}; `BENCH_RUNS_DIR` picks "
         "another place). Not the machine's own disk: its ext4 (a virtual disk mounted with "
@@ -927,6 +931,17 @@ def main():
                              f"fetched 8 files over TLS (untimed probe): " +
                              "; ".join(f"{t}: {v}" for t, v in found.items()) + ".")
             tools = sc["tools"]
+            if not SMOKE:
+                # One untimed run of every tool first (like hyperfine --warmup 1): the first
+                # run of a scenario writes where the file system and the VM's memory have
+                # not been written yet, and took up to 7 times as long as the next ones
+                # (C: 16.4 s then 4.2 s); without this, the first tool of round 1 paid it.
+                for tool in tools:
+                    subset = manifest[:sc["seq"]] if tool == "sequential" else manifest
+                    r = run_once(tool, sc, subset, -1, 0, env)
+                    state = "ok" if r["ok"] else f"FAILED: {r['error']}"
+                    log(f"{sc['name']} {tool:10} warm-up (not counted): {r['wall_s']:7.2f} s "
+                        f"wall  {state}")
             for index in range(sc["runs"]):
                 shift = index % len(tools)
                 for position, tool in enumerate(tools[shift:] + tools[:shift]):
