@@ -14,9 +14,10 @@ The round trip comes from bench/delayline.py (this kernel has no `tc netem`): tw
 namespaces of our own joined by TUN devices, each packet forwarded after 25 ms.
 
 Method: one untimed warm-up run of every tool, then several runs per tool, tools alternating
-(run 1 of every tool, then run 2, ...; the order rotates by one each round), every run into a brand-new directory that is deleted after
-its files are checked (size and SHA-256 of every file against the manifest; a wrong, missing
-or unexpected file, or a non-zero exit status, fails the run and it does not count). Each run
+(run 1 of every tool, then run 2, ...; the order rotates by one each round), every run into
+a brand-new directory that is deleted after its files are checked (size and SHA-256 of every
+file against the manifest; a wrong, missing or unexpected file, or a non-zero exit status,
+fails the run and it does not count). Each run
 is timed with GNU time (wall, user, sys, max RSS), tools in the client namespace with the
 whole `ip netns exec ...` command timed. Raw results go to WORK/results.csv.
 

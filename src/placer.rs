@@ -15,6 +15,7 @@
 //! so a run of files into one directory does not walk its path again for every file.
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use crate::sink::WRITE_PIECE;
+use crate::sink::write_in_pieces;
 
 /// Verified bytes and where they go.
 #[derive(Debug)]
@@ -152,7 +153,8 @@ impl Directory {
         if !self.no_tmpfile {
             match openat(dirfd, c".", libc::O_TMPFILE | libc::O_WRONLY) {
                 Ok(file) => {
-                    write_all(&file, bytes)?;
+                    let file = File::from(file);
+                    write_in_pieces(&mut &file, bytes)?;
                     return link_in(&file, dirfd, &name, || self.temp_name(dest));
                 }
                 Err(e) if tmpfile_unsupported(&e) => self.no_tmpfile = true,
@@ -160,8 +162,13 @@ impl Directory {
             }
         }
         let temp = self.temp_name(dest);
-        let file = openat(dirfd, &temp, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY)?;
-        let written = write_all(&file, bytes).and_then(|()| renameat(dirfd, &temp, &name));
+        let file = File::from(openat(
+            dirfd,
+            &temp,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+        )?);
+        let written =
+            write_in_pieces(&mut &file, bytes).and_then(|()| renameat(dirfd, &temp, &name));
         if written.is_err() {
             // SAFETY: a valid directory descriptor and NUL-terminated name.
             unsafe { libc::unlinkat(dirfd, temp.as_ptr(), 0) };
@@ -203,7 +210,7 @@ impl Directory {
 /// Link the anonymous `file` in as `name`; an existing `name` is replaced through a
 /// temporary name and a rename (linkat never replaces).
 fn link_in(
-    file: &OwnedFd,
+    file: &File,
     dirfd: RawFd,
     name: &CStr,
     temp_name: impl FnOnce() -> CString,
@@ -223,7 +230,7 @@ fn link_in(
 
 /// `linkat` of a descriptor: `AT_EMPTY_PATH` where allowed (no path walk), else through
 /// /proc, which needs no privilege.
-fn link(file: &OwnedFd, dirfd: RawFd, name: &CStr) -> std::io::Result<()> {
+fn link(file: &File, dirfd: RawFd, name: &CStr) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: valid descriptors and NUL-terminated paths, for this call and the next.
     if unsafe { libc::linkat(fd, c"".as_ptr(), dirfd, name.as_ptr(), libc::AT_EMPTY_PATH) } == 0 {
@@ -271,26 +278,6 @@ fn renameat(dirfd: RawFd, from: &CStr, to: &CStr) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Write all of `bytes`, at most [`WRITE_PIECE`] per call (why: see there).
-fn write_all(file: &OwnedFd, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        let len = bytes.len().min(WRITE_PIECE);
-        // SAFETY: a valid descriptor and a buffer of at least `len` bytes.
-        let n = unsafe { libc::write(file.as_raw_fd(), bytes.as_ptr().cast(), len) };
-        match n {
-            n if n > 0 => bytes = &bytes[n as usize..],
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            _ => {
-                let err = std::io::Error::last_os_error();
-                if err.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Errors that mean "no `O_TMPFILE` here", not "cannot write here".
