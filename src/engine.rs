@@ -80,9 +80,16 @@ struct Placing {
 const MAX_PLACING: usize = 512;
 /// Buffers kept for reuse, at most (each under 128 KiB).
 const SPARE_BUFFERS: usize = 64;
+/// Bytes of buffers that received bodies may hold while the hashing workers catch up, at
+/// most: new transfers wait beyond it. A transfer ends (and frees its slot) once curl has
+/// the whole body, so without this a network faster than the workers would pile up
+/// finished bodies in memory (1,000 × 256 KiB with one worker: 117 MiB).
+const HASHING_BUDGET: usize = 32 << 20;
 
 /// An attempt whose body arrived, waiting for a worker's digests before it is placed.
 struct Concluding {
+    /// Bytes of buffers the body holds until the worker answers.
+    held: usize,
     job: Box<Job>,
     sink: Sink,
     head: ResponseHead,
@@ -146,6 +153,8 @@ pub struct Engine {
     hasher: Hasher,
     hashed: Receiver<Answer>,
     concluding: HashMap<u64, Concluding>,
+    /// Bytes of buffers the bodies in `concluding` hold (see [`HASHING_BUDGET`]).
+    concluding_held: usize,
     /// The worker that writes verified small bodies into place, its answers, and the
     /// downloads waiting for them (the slab key is the placement's key).
     placer: Placer,
@@ -230,6 +239,7 @@ impl Engine {
             hasher,
             hashed,
             concluding: HashMap::new(),
+            concluding_held: 0,
             placer,
             placer_answers,
             placing: Slab::new(),
@@ -541,7 +551,7 @@ impl Engine {
             }
             Some(Live::Hashing { key }) => {
                 // Dropping the sink removes the file; the worker's answer finds nobody.
-                let waiting = self.concluding.remove(&key).expect("waiting");
+                let waiting = self.take_concluding(key).expect("waiting");
                 self.stop_attempt(waiting.job, FetchError::Cancelled);
             }
         }
@@ -552,7 +562,7 @@ impl Engine {
 
     /// Start queued downloads while the limits allow.
     fn admit(&mut self) {
-        while self.placing.len() < MAX_PLACING {
+        while self.placing.len() < MAX_PLACING && self.concluding_held < HASHING_BUDGET {
             let Some(mut job) = self.scheduler.admit_next() else {
                 break;
             };
@@ -721,6 +731,7 @@ impl Engine {
             self.http1_slots.insert(job.slot.clone());
         }
         let mut ended = Concluding {
+            held: 0,
             job,
             sink: sink.expect("sink present until the attempt ends"),
             head,
@@ -728,9 +739,11 @@ impl Engine {
             elapsed,
         };
         if matches!(verdict, Verdict::Body) && ended.sink.hashing_elsewhere() {
-            let key = ended.sink.finish_hashing();
+            let (key, held) = ended.sink.finish_hashing();
             let id = ended.job.request.id.clone();
             self.live.insert(id, Live::Hashing { key });
+            ended.held = held;
+            self.concluding_held += held;
             self.concluding.insert(key, ended);
             return;
         }
@@ -756,7 +769,7 @@ impl Engine {
                 }
             };
             // Gone if the download was cancelled meanwhile.
-            let Some(mut waiting) = self.concluding.remove(&key) else {
+            let Some(mut waiting) = self.take_concluding(key) else {
                 continue;
             };
             match answer {
@@ -774,6 +787,12 @@ impl Engine {
         }
     }
 
+    fn take_concluding(&mut self, key: u64) -> Option<Concluding> {
+        let waiting = self.concluding.remove(&key)?;
+        self.concluding_held -= waiting.held;
+        Some(waiting)
+    }
+
     /// Place the bytes of an ended attempt or decide what comes next.
     fn conclude(&mut self, waiting: Concluding, verdict: Verdict) {
         let Concluding {
@@ -782,6 +801,7 @@ impl Engine {
             head,
             status,
             elapsed,
+            ..
         } = waiting;
         let outcome = match verdict {
             Verdict::Body | Verdict::PartialComplete => {
@@ -1122,6 +1142,7 @@ impl Engine {
             keep_if_resumable(sink);
             self.stop_attempt(job, FetchError::Aborted);
         }
+        self.concluding_held = 0;
         for (_, waiting) in std::mem::take(&mut self.concluding) {
             self.stop_attempt(waiting.job, FetchError::Aborted);
         }

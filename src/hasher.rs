@@ -250,13 +250,14 @@ impl Lane {
     }
 
     /// The body is complete: the digests come back as [`Answer::Hashed`] under the
-    /// returned id once every byte is written.
-    pub fn finish(mut self) -> u64 {
+    /// returned id once every byte is written. Also says how many bytes of buffers the body
+    /// holds until then.
+    pub fn finish(mut self) -> (u64, usize) {
         self.hand_over();
         let id = self.id;
         let _ = self.worker.send(Work::Finish { id });
         self.finished = true;
-        id
+        (id, self.allocated * (self.chunk + SLACK))
     }
 }
 
@@ -398,7 +399,13 @@ mod tests {
             "the worker was stuck: the lane must have paused"
         );
         let shared = Arc::clone(&lane.shared);
-        let id = lane.finish();
+        let allocated = lane.allocated;
+        let (id, held) = lane.finish();
+        assert_eq!(
+            held,
+            allocated * (CHUNK + SLACK),
+            "what the body holds until hashed"
+        );
         let digests = loop {
             match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
                 Answer::Hashed(got, digests) => {

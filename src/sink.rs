@@ -239,8 +239,9 @@ impl Sink {
     }
 
     /// Hand the last bytes to the worker and ask for the digests; they come back on the
-    /// hasher's receiver under the returned id, for [`Sink::hashed`].
-    pub fn finish_hashing(&mut self) -> u64 {
+    /// hasher's receiver under the returned id, for [`Sink::hashed`]. Also returns the bytes
+    /// of buffers the body holds until then.
+    pub fn finish_hashing(&mut self) -> (u64, usize) {
         self.lane.take().expect("hashing elsewhere").finish()
     }
 
