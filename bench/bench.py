@@ -22,7 +22,7 @@ is timed with GNU time (wall, user, sys, max RSS), tools in the client namespace
 whole `ip netns exec ...` command timed. Raw results go to WORK/results.csv.
 
 Environment (all optional):
-  BENCH_RUNS=5         runs per tool for A, B, L, L2 (smoke: 1)
+  BENCH_RUNS=7         runs per tool for A, B, L, L2 (smoke: 1)
   BENCH_RUNS_C=3       runs per tool for C (smoke: 1)
   BENCH_PARALLEL=64    N: --max-parallel/--max-per-host, --parallel-max, --max-threads, -j
   BENCH_PARALLEL_C=4   N for C
@@ -69,7 +69,7 @@ def env_num(name, default, kind=int):
     return kind(value) if value else default
 
 
-RUNS = env_num("BENCH_RUNS", 1 if SMOKE else 5)
+RUNS = env_num("BENCH_RUNS", 1 if SMOKE else 7)
 RUNS_C = env_num("BENCH_RUNS_C", 1 if SMOKE else 3)
 PARALLEL = env_num("BENCH_PARALLEL", 64)
 PARALLEL_C = env_num("BENCH_PARALLEL_C", 4)
