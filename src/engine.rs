@@ -649,8 +649,26 @@ impl Engine {
     /// Slots whose TLS handshakes agreed on HTTP/2 since the last look.
     fn collect_alpn(&mut self) {
         while let Ok(slot) = self.alpn_learned.1.try_recv() {
-            self.scheduler.mark_multiplexed(&slot);
+            self.promote(&slot);
         }
+    }
+
+    /// `slot` multiplexes: tell the scheduler, and charge its running transfers (admitted
+    /// at a whole connection's price) one stream each from now on.
+    fn promote(&mut self, slot: &str) {
+        if self.scheduler.is_multiplexed(slot) {
+            return;
+        }
+        let mut recosted = 0;
+        for (_, handle) in self.transfers.iter_mut() {
+            if let Some(job) = handle.get_mut().job.as_mut() {
+                if job.slot == slot && job.cost > 1 {
+                    job.cost = 1;
+                    recosted += 1;
+                }
+            }
+        }
+        self.scheduler.mark_multiplexed(slot, recosted);
     }
 
     /// Keep curl's streams-per-connection cap at what spreads the running HTTP/2 transfers
@@ -726,7 +744,7 @@ impl Engine {
         let elapsed = transfer.started_at.elapsed();
         let (job, sink, head) = self.detach(token);
         if head.multiplexed {
-            self.scheduler.mark_multiplexed(&job.slot);
+            self.promote(&job.slot);
         } else if head.status > 0 && !self.http1_slots.contains(&job.slot) {
             self.http1_slots.insert(job.slot.clone());
         }
