@@ -4,6 +4,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::process::{Command, Stdio};
 
 use serde_json::json;
 use support::client::{self, bytes, download, sha256_hex};
@@ -72,6 +73,64 @@ fn https_with_http2_multiplexes_and_verifies_tls() {
     );
     assert_eq!(run.failed_kind("untrusted"), "tls");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+/// `--ca-file` is the whole trust: a certificate authority the system trusts through its
+/// certificate directory (here the one `SSL_CERT_DIR` names) does not count beside it.
+/// Without `--ca-file`, a directory named by `SSL_CERT_DIR` is honoured.
+#[test]
+fn ca_file_replaces_the_system_store_and_ssl_cert_dir_is_honoured() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 1);
+    let nginx = Nginx::start(root.path());
+    let url = format!("https://127.0.0.1:{}/{}", nginx.https_port, files[0].0);
+    // A certificate directory in OpenSSL's hashed layout that trusts the server.
+    let trusting = tempfile::tempdir().unwrap();
+    std::fs::copy(nginx.cert(), trusting.path().join("server.pem")).unwrap();
+    let rehashed = Command::new("openssl")
+        .arg("rehash")
+        .arg(trusting.path())
+        .status()
+        .expect("openssl runs");
+    assert!(rehashed.success(), "openssl rehash");
+    // An authority that has nothing to do with the server.
+    let other = tempfile::tempdir().unwrap();
+    let other_ca = other.path().join("ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=another authority"])
+        .arg("-keyout")
+        .arg(other.path().join("key.pem"))
+        .arg("-out")
+        .arg(&other_ca)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(made.success(), "making another authority");
+    let env = [("SSL_CERT_DIR", trusting.path())];
+    let out = tempfile::tempdir().unwrap();
+
+    let run = client::run_env(
+        &["--retries", "0", "--ca-file", other_ca.to_str().unwrap()],
+        &env,
+        &[download("refused", &url, &out.path().join("refused"))],
+    );
+    assert_eq!(run.failed_kind("refused"), "tls");
+
+    let run = client::run_env(
+        &["--retries", "0"],
+        &env,
+        &[download("trusted", &url, &out.path().join("trusted"))],
+    );
+    run.done("trusted");
+    assert_eq!(
+        std::fs::read(out.path().join("trusted")).unwrap(),
+        files[0].1
+    );
+    assert_eq!(client::entries(out.path()), vec!["trusted".to_string()]);
 }
 
 #[test]

@@ -100,8 +100,14 @@ impl Helper {
 
     /// Start `fetchmux ARGS` with the given stdin.
     pub fn spawn_with(args: &[&str], stdin: Stdio) -> Helper {
+        Helper::spawn_env(args, stdin, &[])
+    }
+
+    /// Start `fetchmux ARGS` with the given stdin and these environment variables added.
+    pub fn spawn_env(args: &[&str], stdin: Stdio, env: &[(&str, &Path)]) -> Helper {
         let mut child = Command::new(binary())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -222,7 +228,12 @@ impl Drop for Helper {
 
 /// Run the helper over `requests` (stdin closed after them) and collect everything.
 pub fn run(args: &[&str], requests: &[Value]) -> Run {
-    let mut helper = Helper::spawn(args);
+    run_env(args, &[], requests)
+}
+
+/// [`run`] with these environment variables added.
+pub fn run_env(args: &[&str], env: &[(&str, &Path)], requests: &[Value]) -> Run {
+    let mut helper = Helper::spawn_env(args, Stdio::piped(), env);
     let mut text = String::new();
     for request in requests {
         text.push_str(&request.to_string());
