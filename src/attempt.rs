@@ -246,8 +246,6 @@ pub fn judge(transfer: &mut Transfer, result: Result<(), curl::Error>, status: u
     Verdict::Failed(error)
 }
 
-/// Which schemes a request may use, and (narrower) which a redirect may lead to. The curl
-/// crate does not wrap these options, so they are set on the raw handle.
 /// Which certificate authorities https trusts: `--ca-file` alone, or the system's bundle
 /// file. The curl crate gives every new handle the bundle file *and* the certificate
 /// directory it finds (`openssl-probe`); with a directory set, libcurl neither caches the
@@ -285,6 +283,8 @@ fn system_bundle() -> Option<&'static Path> {
         .as_deref()
 }
 
+/// Which schemes a request may use, and (narrower) which a redirect may lead to. The curl
+/// crate does not wrap these options, so they are set on the raw handle.
 fn set_protocols(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
     const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 318;
     const CURLOPT_REDIR_PROTOCOLS_STR: curl_sys::CURLoption =

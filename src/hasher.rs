@@ -223,7 +223,7 @@ impl Lane {
             self.filling = self.take_free().or_else(|| {
                 (self.allocated < BUFFERS).then(|| {
                     self.allocated += 1;
-                    Vec::with_capacity(self.chunk + SLACK)
+                    Vec::with_capacity(self.buffer_capacity())
                 })
             });
         }
@@ -257,7 +257,12 @@ impl Lane {
         let id = self.id;
         let _ = self.worker.send(Work::Finish { id });
         self.finished = true;
-        (id, self.allocated * (self.chunk + SLACK))
+        (id, self.allocated * self.buffer_capacity())
+    }
+
+    /// What each of this body's buffers holds: a chunk, and room for one more of curl's pieces.
+    fn buffer_capacity(&self) -> usize {
+        self.chunk + SLACK
     }
 }
 
