@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::digest::Algorithm;
+use crate::body::digest::Algorithm;
 use crate::error::FetchError;
 
 /// Version of the protocol this binary speaks (sent in `hello`).

@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::{Algorithm, Digests};
+use crate::body::digest::{Algorithm, Digests};
+use crate::body::hasher::{Accepted, Hasher, Lane};
+use crate::body::placer::Placement;
 use crate::error::FetchError;
-use crate::hasher::{Accepted, Hasher, Lane};
-use crate::placer::Placement;
 
 /// Distinguishes temporary files of one process.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -724,7 +724,8 @@ pub fn cached(dest: &Path, size: Option<u64>, expected: &[(Algorithm, String)]) 
     if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
         return None;
     }
-    let (len, hashes) = crate::digest::digest_file(dest, expected.iter().map(|(a, _)| *a)).ok()?;
+    let (len, hashes) =
+        crate::body::digest::digest_file(dest, expected.iter().map(|(a, _)| *a)).ok()?;
     if size.is_some_and(|s| s != len) {
         return None;
     }

@@ -20,7 +20,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::transfer::Job;
+use crate::net::transfer::Job;
 
 /// A queued job, ordered by priority (higher first) then arrival (earlier first).
 struct Entry(Box<Job>);

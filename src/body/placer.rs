@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use crate::sink::write_in_pieces;
+use crate::body::sink::write_in_pieces;
 
 /// Verified bytes and where they go.
 #[derive(Debug)]
@@ -202,7 +202,11 @@ impl Directory {
         self.seq += 1;
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let pid = std::process::id();
-        let temp = format!(".{name}.{pid}.p{}{}", self.seq, crate::sink::TEMP_SUFFIX);
+        let temp = format!(
+            ".{name}.{pid}.p{}{}",
+            self.seq,
+            crate::body::sink::TEMP_SUFFIX
+        );
         CString::new(temp).expect("no NUL in a file name")
     }
 }

@@ -13,12 +13,12 @@ use std::sync::mpsc::Sender;
 
 use curl::easy::{Easy2, HttpVersion, List};
 
+use crate::body::hasher::Hasher;
+use crate::body::sink::{Identity, Sink};
 use crate::config::Options;
 use crate::error::FetchError;
-use crate::hasher::Hasher;
+use crate::net::transfer::{BodyMode, Job, Transfer};
 use crate::protocol;
-use crate::sink::{Identity, Sink};
-use crate::transfer::{BodyMode, Job, Transfer};
 
 /// libcurl's receive buffer per transfer.
 pub const RECEIVE_BUFFER: usize = 64 * 1024;

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use curl::easy::{Handler, InfoType, WriteError};
 
+use crate::body::sink::{Flow, Sink};
 use crate::error::FetchError;
 use crate::protocol::{AttemptBody, ByteRange, Download};
-use crate::sink::{Flow, Sink};
 
 /// A download request and what has happened to it so far, across attempts.
 pub struct Job {

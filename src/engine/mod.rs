@@ -24,20 +24,20 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::attempt::{self, Verdict};
+use crate::body::hasher::{Answer, Hasher};
+use crate::body::known_files::KnownFiles;
+use crate::body::placer::{self, Placer};
+use crate::body::sink::{self, Placed, Sink};
 use crate::config::Options;
-use crate::curl_io::CurlIo;
 use crate::error::{Disposition, FetchError};
-use crate::hasher::{Answer, Hasher};
-use crate::input::{Input, Line, ReadState};
-use crate::known_files::KnownFiles;
-use crate::mirrors::Mirrors;
-use crate::output::Output;
-use crate::placer::{self, Placer};
+use crate::io::stdin::{Input, Line, ReadState};
+use crate::io::stdout::Output;
+use crate::net::attempt::{self, Verdict};
+use crate::net::curl_io::CurlIo;
+use crate::net::transfer::{Job, ResponseHead, Transfer};
+use crate::policy::mirrors::Mirrors;
+use crate::policy::scheduler::Scheduler;
 use crate::protocol::{self, AttemptBody, ErrorBody, Event, HashMapBody, Request, Source};
-use crate::scheduler::Scheduler;
-use crate::sink::{self, Placed, Sink};
-use crate::transfer::{Job, ResponseHead, Transfer};
 
 const STDIN: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -329,7 +329,7 @@ impl Engine {
         if self.has_http2 {
             features.push("http2");
         }
-        features.extend(crate::digest::Algorithm::ALL.map(|a| a.name()));
+        features.extend(crate::body::digest::Algorithm::ALL.map(|a| a.name()));
         features.extend([
             "urls",
             "mirrors",
@@ -1004,7 +1004,7 @@ impl Engine {
             (disposition == Disposition::Transient && job.origin == failed_origin).then(|| {
                 let max_wait = Duration::from_secs(self.options.max_retry_wait);
                 let retry_after = head.and_then(|h| h.retry_after.as_deref());
-                crate::retry::delay(job.transient_failures, retry_after, max_wait)
+                crate::policy::retry::delay(job.transient_failures, retry_after, max_wait)
             });
         self.enqueue_chosen(job, delay);
     }

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use mio::Waker;
 
-use crate::digest::Digests;
+use crate::body::digest::Digests;
 use crate::error::FetchError;
 
 /// Most worker threads, whatever the number of cores.
@@ -39,7 +39,7 @@ const CHUNK: usize = 1 << 20;
 /// Buffers per body: what one large body may hold in memory.
 const BUFFERS: usize = 4;
 /// Room beyond a chunk so that one of curl's pieces (at most its receive buffer) fits whole.
-const SLACK: usize = crate::attempt::RECEIVE_BUFFER;
+const SLACK: usize = crate::net::attempt::RECEIVE_BUFFER;
 
 /// What the workers tell the engine.
 pub enum Answer {
@@ -308,7 +308,7 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                 };
                 if body.failed.is_none() {
                     body.digests.update(&buf);
-                    if let Err(e) = crate::sink::write_in_pieces(&mut body.file, &buf) {
+                    if let Err(e) = crate::body::sink::write_in_pieces(&mut body.file, &buf) {
                         body.failed = Some(FetchError::io("writing a large body", &e));
                         body.shared.failed.store(true, Ordering::Release);
                     }
@@ -345,7 +345,7 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::digest::Algorithm;
+    use crate::body::digest::Algorithm;
     use std::io::Read;
     use std::os::fd::FromRawFd;
     use std::time::Duration;

@@ -1,0 +1,4 @@
+//! stdin and stdout, never blocking the loop.
+
+pub mod stdin;
+pub mod stdout;
