@@ -4,12 +4,18 @@
 //! socket-action API; each transfer's write callback streams its bytes through a size cap and
 //! digest state into a temporary file, which is renamed onto its destination only after every
 //! check passes. docs/design.md draws the picture.
+//!
+//! The library is the engine and its typed API: a [`front::Front`] turns a protocol into
+//! [`api::Request`]s and the engine's [`api::Event`]s back into that protocol, and
+//! [`engine::run`] drives it. Everything else is the engine's own business.
 
-pub mod body;
+pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod io;
-pub mod net;
-pub mod policy;
-pub mod protocol;
+pub mod front;
+
+pub(crate) mod body;
+pub(crate) mod io;
+pub(crate) mod net;
+pub(crate) mod policy;

@@ -1,6 +1,8 @@
-//! The `fetchmux` binary: parse the command line, run the engine, exit with its status.
+//! The `fetchmux` binary: parse the command line, run the engine under the JSON Lines
+//! front, exit with its status.
 
 use clap::Parser;
+use fetchmux::front::jsonl::JsonLines;
 
 fn main() {
     let options = match fetchmux::config::Options::try_parse() {
@@ -11,5 +13,6 @@ fn main() {
             std::process::exit(if err.use_stderr() { 2 } else { 0 });
         }
     };
-    std::process::exit(fetchmux::engine::run(options));
+    let front = Box::<JsonLines>::default();
+    std::process::exit(fetchmux::engine::run(options, front));
 }

@@ -39,12 +39,16 @@ const CHUNK: usize = 1 << 20;
 /// Buffers per body: what one large body may hold in memory.
 const BUFFERS: usize = 4;
 /// Room beyond a chunk so that one of curl's pieces (at most its receive buffer) fits whole.
-const SLACK: usize = crate::net::attempt::RECEIVE_BUFFER;
+const SLACK: usize = crate::body::CURL_RECEIVE_BUFFER;
 
 /// What the workers tell the engine.
 pub enum Answer {
     /// The digests of a finished body (or why its bytes could not be written).
-    Hashed(u64, Result<Digests, FetchError>),
+    Hashed {
+        token: usize,
+        lane: u64,
+        result: Result<Digests, FetchError>,
+    },
     /// A buffer came back to the paused transfer with this curl token: unpause it.
     Unpause(usize),
 }
@@ -330,7 +334,12 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                     Some(error) => Err(error),
                     None => Ok(*body.digests),
                 };
-                if answers.send(Answer::Hashed(id, answer)).is_err() {
+                let hashed = Answer::Hashed {
+                    token: body.shared.token,
+                    lane: id,
+                    result: answer,
+                };
+                if answers.send(hashed).is_err() {
                     return;
                 }
                 let _ = waker.wake();
@@ -391,7 +400,7 @@ mod tests {
                         });
                         match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
                             Answer::Unpause(token) => assert_eq!(token, 7),
-                            Answer::Hashed(..) => panic!("no body finished yet"),
+                            Answer::Hashed { .. } => panic!("no body finished yet"),
                         }
                     }
                     Accepted::Failed => panic!("the worker failed to write"),
@@ -413,7 +422,11 @@ mod tests {
         );
         let digests = loop {
             match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
-                Answer::Hashed(got, digests) => {
+                Answer::Hashed {
+                    lane: got,
+                    result: digests,
+                    ..
+                } => {
                     assert_eq!(got, id);
                     break digests.unwrap();
                 }

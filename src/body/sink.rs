@@ -140,7 +140,7 @@ pub enum Flow {
 
 /// What a verified, placed body looked like.
 #[derive(Debug)]
-pub struct Placed {
+pub struct Verified {
     pub size: u64,
     pub hashes: Vec<(Algorithm, String)>,
 }
@@ -501,7 +501,7 @@ impl Sink {
         mut self,
         size: Option<u64>,
         expected: &[(Algorithm, String)],
-    ) -> Result<(Placed, Option<Placement>), FetchError> {
+    ) -> Result<(Verified, Option<Placement>), FetchError> {
         let placed = self.verify(size, expected);
         let result = match (placed, self.memory.take()) {
             (Ok(placed), Some(bytes)) => {
@@ -521,7 +521,7 @@ impl Sink {
         &mut self,
         size: Option<u64>,
         expected: &[(Algorithm, String)],
-    ) -> Result<Placed, FetchError> {
+    ) -> Result<Verified, FetchError> {
         if let Some(expected) = size {
             if expected != self.received {
                 return Err(FetchError::SizeMismatch {
@@ -546,7 +546,7 @@ impl Sink {
                 });
             }
         }
-        Ok(Placed {
+        Ok(Verified {
             size: self.received,
             hashes,
         })
@@ -716,7 +716,11 @@ fn meta_path_for(partial: &Path) -> PathBuf {
 
 /// If `dest` already holds a file that passes every given check, its size and digests.
 /// Without at least one digest an existing file is never trusted.
-pub fn cached(dest: &Path, size: Option<u64>, expected: &[(Algorithm, String)]) -> Option<Placed> {
+pub fn cached(
+    dest: &Path,
+    size: Option<u64>,
+    expected: &[(Algorithm, String)],
+) -> Option<Verified> {
     if expected.is_empty() {
         return None;
     }
@@ -732,7 +736,7 @@ pub fn cached(dest: &Path, size: Option<u64>, expected: &[(Algorithm, String)]) 
     let all_match = expected
         .iter()
         .all(|(a, want)| hashes.iter().any(|(b, got)| a == b && got == want));
-    all_match.then_some(Placed { size: len, hashes })
+    all_match.then_some(Verified { size: len, hashes })
 }
 
 #[cfg(test)]

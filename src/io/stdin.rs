@@ -14,11 +14,15 @@ use std::sync::Arc;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token, Waker};
 
-use crate::protocol::MAX_LINE;
+use crate::io::is_pipe_or_socket;
+
+/// Longest line accepted, in bytes. A longer line is consumed and reported as
+/// [`Line::TooLong`]; it is never held in memory whole.
+pub const MAX_LINE: usize = 1024 * 1024;
 
 const CHUNK: usize = 64 * 1024;
 
-/// What the line splitter hands the engine.
+/// One line of stdin, as the line splitter hands it to a front.
 pub enum Line<'a> {
     /// A complete line (newline and a trailing CR removed), with its 1-based number.
     Text(u64, &'a [u8]),
@@ -28,7 +32,7 @@ pub enum Line<'a> {
 
 /// Whether more input may be waiting after a call to [`Input::read`].
 #[derive(Debug, PartialEq, Eq)]
-pub enum ReadState {
+pub(crate) enum ReadState {
     /// Nothing more until the next readiness event or wake-up.
     Drained,
     /// The budget ran out with input still waiting: call again soon.
@@ -48,7 +52,7 @@ enum Source {
 }
 
 /// stdin as a stream of lines.
-pub struct Input {
+pub(crate) struct Input {
     source: Source,
     buf: Vec<u8>,
     scratch: Box<[u8]>,
@@ -201,12 +205,7 @@ fn unsafe_file(fd: RawFd) -> std::fs::File {
 
 /// Make a pipe or socket stdin non-blocking and register it; `None` for anything else.
 fn try_poll(registry: &Registry, token: Token, fd: RawFd) -> Option<i32> {
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-        return None;
-    }
-    let kind = stat.st_mode & libc::S_IFMT;
-    if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
+    if !is_pipe_or_socket(fd) {
         return None;
     }
     let old_flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };

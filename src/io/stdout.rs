@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 
-use crate::protocol::Event;
+use crate::io::is_pipe_or_socket;
 
 #[derive(Default)]
 struct Shared {
@@ -26,7 +26,7 @@ struct Shared {
 }
 
 /// The loop's handle on stdout.
-pub struct Output {
+pub(crate) struct Output {
     pending: Vec<u8>,
     shared: Arc<(Mutex<Shared>, Condvar)>,
     broken: Arc<AtomicBool>,
@@ -54,9 +54,9 @@ impl Output {
         }
     }
 
-    /// Queue one event line.
-    pub fn event(&mut self, event: &Event<'_>) {
-        event.write_line(&mut self.pending);
+    /// Bytes queued for the next [`Output::flush`]: the front writes its lines here.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
     }
 
     /// Hand everything queued to the writer.
@@ -80,13 +80,7 @@ impl Output {
     /// to be); the registration asks for writability, which epoll reports with the error.
     pub fn watch_for_close(&self, registry: &mio::Registry, token: mio::Token) {
         let fd = 1;
-        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: fstat only fills the struct we own.
-        if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-            return;
-        }
-        let kind = stat.st_mode & libc::S_IFMT;
-        if kind == libc::S_IFIFO || kind == libc::S_IFSOCK {
+        if is_pipe_or_socket(fd) {
             let source = &mut mio::unix::SourceFd(&fd);
             let _ = registry.register(source, token, mio::Interest::WRITABLE);
         }

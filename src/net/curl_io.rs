@@ -188,9 +188,4 @@ impl CurlIo {
             }
         }
     }
-
-    /// Sockets curl currently wants watched.
-    pub fn watched(&self) -> usize {
-        self.watched.values().filter(|w| w.wanted).count()
-    }
 }

@@ -1,5 +1,10 @@
-//! libcurl: the glue to mio, the configured handle of an attempt, and its response.
+//! libcurl: the glue to mio, the configured handle of an attempt, what the response says,
+//! and the verdict on how it ended.
 
-pub mod attempt;
+pub mod classify;
 pub mod curl_io;
+pub mod handle;
+pub mod response;
 pub mod transfer;
+pub mod url;
+pub mod verdict;

@@ -11,15 +11,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::api::MirrorSet;
 use crate::error::Disposition;
-use crate::protocol::MirrorSetDecl;
 
 /// Consecutive failures (on an otherwise idle mirror) after which a mirror is put aside.
 pub const BAN_AFTER: u32 = 5;
 
 /// What we know of one mirror.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     /// Failures since the last success; ranks the mirror (0 = healthy).
     pub consecutive_failures: u32,
     /// Parallel transfers allowed now (lowered when it fails under load).
@@ -59,7 +59,7 @@ impl Health {
 
 /// Every declared set and every mirror's health.
 #[derive(Default)]
-pub struct Mirrors {
+pub(crate) struct Mirrors {
     sets: HashMap<String, Vec<String>>,
     health: HashMap<String, Health>,
 }
@@ -67,7 +67,7 @@ pub struct Mirrors {
 impl Mirrors {
     /// Declare (or replace) a set. `default_max` applies when the set gives no
     /// `max_per_mirror`.
-    pub fn declare(&mut self, decl: MirrorSetDecl, default_max: usize) {
+    pub fn declare(&mut self, decl: MirrorSet, default_max: usize) {
         let max = decl.max_per_mirror.unwrap_or(default_max).max(1);
         for base in &decl.urls {
             let health = self
@@ -85,6 +85,7 @@ impl Mirrors {
         self.sets.get(set).map(Vec::as_slice)
     }
 
+    #[cfg(test)]
     pub fn health(&self, base: &str) -> Option<&Health> {
         self.health.get(base)
     }
@@ -221,7 +222,7 @@ mod tests {
     fn set(urls: &[&str], max: usize) -> Mirrors {
         let mut m = Mirrors::default();
         m.declare(
-            MirrorSetDecl {
+            MirrorSet {
                 set: "s".into(),
                 urls: urls.iter().map(|u| u.to_string()).collect(),
                 max_per_mirror: Some(max),

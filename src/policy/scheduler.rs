@@ -10,9 +10,11 @@
 //! slot starts out as HTTP/1.x and is promoted when a connection agrees on HTTP/2 (or a
 //! response comes over it); its running transfers then cost one stream each as well.
 //!
-//! Queued jobs live in one heap. A job whose slot is full is parked in that slot's own heap
-//! instead of blocking the jobs behind it; when a transfer in the slot ends, the slot's best
-//! parked job returns to the main heap. Jobs waiting out a retry delay sit in a timer heap
+//! The scheduler holds [`Ticket`]s, not downloads: a download's key, order and slot.
+//! Queued tickets live in one heap. A ticket whose slot is full is parked in that slot's own
+//! heap instead of blocking the ones behind it; when a transfer in the slot ends, the slot's
+//! best parked ticket returns to the main heap. Tickets waiting out a retry delay sit in a
+//! timer heap
 //! until they are due. Every operation is O(log n), so 100,000 queued requests cost memory,
 //! not time.
 
@@ -20,14 +22,24 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
-use crate::net::transfer::Job;
+/// What the scheduler knows of a queued download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    /// The download's key in the engine's table.
+    pub key: usize,
+    /// Order of arrival: FIFO within a priority; identifies the ticket for cancels.
+    pub seq: u64,
+    pub priority: i64,
+    /// The host or mirror the attempt counts against.
+    pub slot: String,
+}
 
-/// A queued job, ordered by priority (higher first) then arrival (earlier first).
-struct Entry(Box<Job>);
+/// A queued ticket, ordered by priority (higher first) then arrival (earlier first).
+struct Entry(Ticket);
 
 impl Entry {
     fn key(&self) -> (i64, Reverse<u64>) {
-        (self.0.request.priority, Reverse(self.0.seq))
+        (self.0.priority, Reverse(self.0.seq))
     }
 }
 
@@ -48,8 +60,8 @@ impl Ord for Entry {
     }
 }
 
-/// The queue of jobs waiting for a transfer slot, and the slots in use.
-pub struct Scheduler {
+/// The queue of tickets waiting for a transfer slot, and the slots in use.
+pub(crate) struct Scheduler {
     ready: BinaryHeap<Entry>,
     parked: HashMap<String, BinaryHeap<Entry>>,
     /// Units (streams) in use per slot; a unit is `streams` of them.
@@ -59,14 +71,14 @@ pub struct Scheduler {
     streams: usize,
     /// Transfers running per slot, whatever they cost.
     running_per_slot: HashMap<String, usize>,
-    /// Slot of every queued (ready or parked) job, by `seq`.
+    /// Slot of every queued (ready or parked) ticket, by `seq`.
     queued_slot_of: HashMap<u64, String>,
     queued_per_slot: HashMap<String, usize>,
     limits: HashMap<String, usize>,
     default_limit: usize,
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
-    delayed_jobs: HashMap<u64, Box<Job>>,
-    /// Queued jobs cancelled by `seq`; dropped when they reach the top.
+    delayed_tickets: HashMap<u64, Ticket>,
+    /// Queued tickets cancelled by `seq`; dropped when they reach the top.
     cancelled: HashSet<u64>,
     /// Transfers running, and what they cost in streams.
     active: usize,
@@ -90,7 +102,7 @@ impl Scheduler {
             limits: HashMap::new(),
             default_limit: default_limit.max(1),
             delayed: BinaryHeap::new(),
-            delayed_jobs: HashMap::new(),
+            delayed_tickets: HashMap::new(),
             cancelled: HashSet::new(),
             active: 0,
             active_streams: 0,
@@ -98,23 +110,23 @@ impl Scheduler {
         }
     }
 
-    /// Queue a job for its slot (`job.slot`), to start as soon as the limits allow.
-    pub fn push(&mut self, job: Box<Job>) {
-        *self.queued_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
-        self.queued_slot_of.insert(job.seq, job.slot.clone());
-        self.ready.push(Entry(job));
+    /// Queue a ticket for its slot, to start as soon as the limits allow.
+    pub fn push(&mut self, ticket: Ticket) {
+        *self.queued_per_slot.entry(ticket.slot.clone()).or_insert(0) += 1;
+        self.queued_slot_of.insert(ticket.seq, ticket.slot.clone());
+        self.ready.push(Entry(ticket));
     }
 
-    /// Hold a job until `at` (a retry delay); [`Scheduler::take_due`] hands it back.
-    pub fn delay(&mut self, job: Box<Job>, at: Instant) {
-        self.delayed.push(Reverse((at, job.seq)));
-        self.delayed_jobs.insert(job.seq, job);
+    /// Hold a ticket until `at` (a retry delay); [`Scheduler::take_due`] hands it back.
+    pub fn delay(&mut self, ticket: Ticket, at: Instant) {
+        self.delayed.push(Reverse((at, ticket.seq)));
+        self.delayed_tickets.insert(ticket.seq, ticket);
     }
 
-    /// When the next delayed job is due, if any.
+    /// When the next delayed ticket is due, if any.
     pub fn next_wake(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, seq))) = self.delayed.peek() {
-            if self.delayed_jobs.contains_key(seq) {
+            if self.delayed_tickets.contains_key(seq) {
                 return Some(*at);
             }
             self.delayed.pop();
@@ -122,31 +134,30 @@ impl Scheduler {
         None
     }
 
-    /// Delayed jobs whose time has come.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Box<Job>> {
+    /// Delayed tickets whose time has come.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Ticket> {
         let mut due = Vec::new();
         while let Some(Reverse((at, seq))) = self.delayed.peek().copied() {
             if at > now {
                 break;
             }
             self.delayed.pop();
-            if let Some(job) = self.delayed_jobs.remove(&seq) {
-                due.push(job);
+            if let Some(ticket) = self.delayed_tickets.remove(&seq) {
+                due.push(ticket);
             }
         }
         due
     }
 
-    /// Forget a queued or delayed job. A delayed job is handed back (with its history).
-    pub fn cancel(&mut self, seq: u64) -> Option<Box<Job>> {
-        if let Some(job) = self.delayed_jobs.remove(&seq) {
-            return Some(job);
+    /// Forget a queued or delayed ticket.
+    pub fn cancel(&mut self, seq: u64) {
+        if self.delayed_tickets.remove(&seq).is_some() {
+            return;
         }
         if let Some(slot) = self.queued_slot_of.remove(&seq) {
             self.cancelled.insert(seq);
             self.unqueue(&slot);
         }
-        None
     }
 
     /// Transfers running or queued for `slot`.
@@ -216,17 +227,14 @@ impl Scheduler {
         }
     }
 
-    /// Jobs queued (not delayed, not running).
+    /// Tickets queued (not delayed, not running).
+    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queued_slot_of.len()
     }
 
-    /// Jobs waiting out a retry delay.
-    pub fn delayed(&self) -> usize {
-        self.delayed_jobs.len()
-    }
-
     /// Transfers holding a slot.
+    #[cfg(test)]
     pub fn active(&self) -> usize {
         self.active
     }
@@ -244,12 +252,13 @@ impl Scheduler {
         }
     }
 
-    /// The next job allowed to start, taking its slot; `None` when the limits or an empty
+    /// The next ticket allowed to start, taking its place in the slot, with what it costs
+    /// (give the cost back to [`Scheduler::release`]); `None` when the limits or an empty
     /// queue say wait.
-    pub fn admit_next(&mut self) -> Option<Box<Job>> {
+    pub fn admit_next(&mut self) -> Option<(Ticket, usize)> {
         let capacity = self.max_parallel * self.streams;
         while self.active_streams < capacity {
-            let Entry(mut job) = self.ready.pop()?;
+            let Entry(job) = self.ready.pop()?;
             if self.cancelled.remove(&job.seq) {
                 continue;
             }
@@ -268,26 +277,24 @@ impl Scheduler {
                     .push(Entry(job));
                 continue;
             }
-            job.cost = cost;
             *self.active_per_slot.entry(job.slot.clone()).or_insert(0) += cost;
             *self.running_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
             self.active += 1;
             self.active_streams += cost;
             self.queued_slot_of.remove(&job.seq);
             self.unqueue(&job.slot);
-            return Some(job);
+            return Some((job, cost));
         }
         None
     }
 
-    /// `job`'s transfer ended (or never started after `admit_next` returned it): free its
-    /// place, and let the slot's best parked jobs compete again.
-    pub fn release(&mut self, job: &Job) {
-        let slot = job.slot.as_str();
+    /// A transfer in `slot` that cost `cost` ended (or never started after `admit_next`
+    /// returned it): free its place, and let the slot's best parked tickets compete again.
+    pub fn release(&mut self, slot: &str, cost: usize) {
         self.active -= 1;
-        self.active_streams -= job.cost;
+        self.active_streams -= cost;
         if let Some(in_use) = self.active_per_slot.get_mut(slot) {
-            *in_use -= job.cost;
+            *in_use -= cost;
             if *in_use == 0 {
                 self.active_per_slot.remove(slot);
                 self.running_per_slot.remove(slot);
@@ -295,7 +302,7 @@ impl Scheduler {
                 *running -= 1;
             }
         }
-        for _ in 0..job.cost.div_ceil(self.cost_in(slot)) {
+        for _ in 0..cost.div_ceil(self.cost_in(slot)) {
             self.unpark_one(slot);
         }
     }
@@ -310,59 +317,26 @@ impl Scheduler {
             }
         }
     }
-
-    /// Take any one queued or delayed job out, ignoring the limits (used when aborting).
-    pub fn drain_one(&mut self) -> Option<Box<Job>> {
-        if let Some(&seq) = self.delayed_jobs.keys().next() {
-            return self.delayed_jobs.remove(&seq);
-        }
-        loop {
-            let entry = match self.ready.pop() {
-                Some(entry) => entry,
-                None => {
-                    let slot = self.parked.keys().next()?.clone();
-                    let parked = self.parked.get_mut(&slot)?;
-                    let entry = parked.pop();
-                    if parked.is_empty() {
-                        self.parked.remove(&slot);
-                    }
-                    entry?
-                }
-            };
-            if self.cancelled.remove(&entry.0.seq) {
-                continue;
-            }
-            self.queued_slot_of.remove(&entry.0.seq);
-            self.unqueue(&entry.0.slot);
-            return Some(entry.0);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Download, Source};
 
-    fn job(seq: u64, priority: i64, slot: &str) -> Box<Job> {
-        let request = Download {
-            id: format!("j{seq}"),
-            source: Source::Urls(vec![format!("http://{slot}/x")]),
-            dest: "/tmp/x".into(),
-            size: None,
-            max_size: None,
-            hashes: vec![],
-            headers: vec![],
+    fn job(seq: u64, priority: i64, slot: &str) -> Ticket {
+        Ticket {
+            key: seq as usize,
+            seq,
             priority,
-            progress: false,
-            resume: false,
-            range: None,
-            if_none_match: None,
-            if_modified_since: None,
-        };
-        let mut job = Box::new(Job::new(request, seq));
-        job.slot = slot.to_string();
-        job
+            slot: slot.to_string(),
+        }
+    }
+
+    /// Admit everything the limits allow: (seq, cost) of each.
+    fn admit_all(s: &mut Scheduler) -> Vec<(u64, usize)> {
+        std::iter::from_fn(|| s.admit_next())
+            .map(|(t, cost)| (t.seq, cost))
+            .collect()
     }
 
     #[test]
@@ -372,9 +346,7 @@ mod tests {
         s.push(job(2, 5, "a"));
         s.push(job(3, 0, "a"));
         s.push(job(4, 5, "a"));
-        let order: Vec<u64> = std::iter::from_fn(|| s.admit_next())
-            .map(|j| j.seq)
-            .collect();
+        let order: Vec<u64> = admit_all(&mut s).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(order, vec![2, 4, 1, 3]);
     }
 
@@ -384,14 +356,14 @@ mod tests {
         s.push(job(1, 0, "a"));
         s.push(job(2, 0, "a"));
         s.push(job(3, 0, "b"));
-        let first = s.admit_next().unwrap();
+        let (first, cost) = s.admit_next().unwrap();
         assert_eq!(first.seq, 1);
-        assert_eq!(s.admit_next().unwrap().seq, 3);
+        assert_eq!(s.admit_next().unwrap().0.seq, 3);
         assert!(s.admit_next().is_none());
         assert_eq!(s.queued(), 1);
         assert_eq!(s.load("a"), 2);
-        s.release(&first);
-        assert_eq!(s.admit_next().unwrap().seq, 2);
+        s.release(&first.slot, cost);
+        assert_eq!(s.admit_next().unwrap().0.seq, 2);
         assert_eq!(s.queued(), 0);
     }
 
@@ -401,12 +373,12 @@ mod tests {
         s.push(job(1, 0, "a"));
         s.push(job(2, 0, "a"));
         s.push(job(3, 0, "a"));
-        let first = s.admit_next().unwrap();
+        let (first, cost) = s.admit_next().unwrap();
         assert_eq!(first.seq, 1);
         assert!(s.admit_next().is_none());
-        assert!(s.cancel(2).is_none());
-        s.release(&first);
-        assert_eq!(s.admit_next().unwrap().seq, 3);
+        s.cancel(2);
+        s.release(&first.slot, cost);
+        assert_eq!(s.admit_next().unwrap().0.seq, 3);
         assert_eq!(s.active(), 1);
         assert_eq!(s.queued(), 0);
     }
@@ -416,10 +388,10 @@ mod tests {
         let mut s = Scheduler::new(10, 1, 4);
         s.push(job(1, 0, "m"));
         s.push(job(2, 0, "m"));
-        assert_eq!(s.admit_next().unwrap().seq, 1);
+        assert_eq!(s.admit_next().unwrap().0.seq, 1);
         assert!(s.admit_next().is_none());
         s.set_limit("m", 2);
-        assert_eq!(s.admit_next().unwrap().seq, 2);
+        assert_eq!(s.admit_next().unwrap().0.seq, 2);
     }
 
     #[test]
@@ -431,29 +403,23 @@ mod tests {
         }
         s.push(job(12, 0, "other"));
         // Before the slot is known to multiplex, a transfer holds a whole connection.
-        let first = s.admit_next().unwrap();
-        assert_eq!(first.seq, 0);
-        assert_eq!(s.admit_next().unwrap().seq, 12);
+        let (first, cost) = s.admit_next().unwrap();
+        assert_eq!((first.seq, cost), (0, 4));
+        assert_eq!(s.admit_next().unwrap().0.seq, 12);
         assert!(s.admit_next().is_none());
         // The first connection agreed on HTTP/2: it carries 4 streams, one of them the
         // transfer already running, which now costs one stream too.
-        let mut first = first;
-        first.cost = 1;
         s.mark_multiplexed("h2", 1);
-        let streams: Vec<Box<Job>> = std::iter::from_fn(|| s.admit_next()).collect();
-        assert_eq!(
-            streams.iter().map(|j| j.seq).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert!(streams.iter().all(|j| j.cost == 1));
+        let streams = admit_all(&mut s);
+        assert_eq!(streams, vec![(1, 1), (2, 1), (3, 1)]);
         assert_eq!(s.active(), 5);
         // The first transfer ends: exactly one more starts.
-        s.release(&first);
-        assert_eq!(s.admit_next().unwrap().seq, 4);
+        s.release("h2", 1);
+        assert_eq!(s.admit_next().unwrap().0.seq, 4);
         assert!(s.admit_next().is_none());
         // So does a stream.
-        s.release(&streams[0]);
-        assert_eq!(s.admit_next().unwrap().seq, 5);
+        s.release("h2", 1);
+        assert_eq!(s.admit_next().unwrap().0.seq, 5);
         assert!(s.admit_next().is_none());
     }
 
@@ -465,12 +431,12 @@ mod tests {
         for seq in 0..20 {
             s.push(job(seq, 0, "a"));
         }
-        let running: Vec<Box<Job>> = std::iter::from_fn(|| s.admit_next()).collect();
+        let running = admit_all(&mut s);
         assert_eq!(running.len(), 20);
         // 20 transfers over 8 connections: 3 streams each, not 20 on the first one.
         assert_eq!(s.streams_per_connection(), 3);
-        for job in &running[..12] {
-            s.release(job);
+        for &(_, cost) in &running[..12] {
+            s.release("a", cost);
         }
         assert_eq!(s.streams_per_connection(), 1);
     }
@@ -484,15 +450,13 @@ mod tests {
             s.push(job(seq, 0, "a"));
         }
         s.push(job(5, 0, "b"));
-        let running: Vec<u64> = std::iter::from_fn(|| s.admit_next())
-            .map(|j| j.seq)
-            .collect();
+        let running: Vec<u64> = admit_all(&mut s).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(running, vec![0, 1, 2]);
         assert_eq!(s.queued(), 3);
     }
 
     #[test]
-    fn delayed_jobs_come_back_when_due() {
+    fn delayed_tickets_come_back_when_due() {
         let mut s = Scheduler::new(10, 10, 4);
         let now = Instant::now();
         s.delay(job(1, 0, "a"), now + std::time::Duration::from_secs(5));
@@ -500,7 +464,7 @@ mod tests {
         assert_eq!(s.next_wake(), Some(now));
         let due: Vec<u64> = s.take_due(now).iter().map(|j| j.seq).collect();
         assert_eq!(due, vec![2]);
-        assert_eq!(s.cancel(1).unwrap().seq, 1);
+        s.cancel(1);
         assert_eq!(s.next_wake(), None);
     }
 }

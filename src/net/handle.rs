@@ -1,48 +1,57 @@
-//! One attempt at a URL: the libcurl handle it runs on, and the verdict on what came back.
+//! The libcurl handle of one attempt, configured: the helper-wide options (protocols and the
+//! narrower set a redirect may reach, no decoding of Content-Encoding, timeouts, trust) once
+//! per handle, and the request's own (URL, range, conditional and custom headers) on every
+//! attempt, each set or cleared so that nothing of one request rides into the next.
 //!
-//! [`build`] turns a job and the helper's options into a configured `Easy2<Transfer>`: the
-//! URL, the protocols allowed (and the narrower set a redirect may reach), no decoding of
-//! Content-Encoding, ranges for resumes and `range` requests, conditional headers, timeouts.
-//! [`judge`] turns curl's result and the response head into success or one `FetchError`.
+//! A new per-request curl option goes in [`configure_request`]; a new helper-wide one in
+//! [`configure_handle`].
 
 use std::ffi::{c_char, CStr};
 use std::path::Path;
 use std::time::Duration;
 
-use std::sync::mpsc::Sender;
-
 use curl::easy::{Easy2, HttpVersion, List};
 
+use crate::api::Download;
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
+use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
 use crate::error::FetchError;
-use crate::net::transfer::{BodyMode, Job, Transfer};
-use crate::protocol;
+use crate::net::transfer::{AlpnLearner, BodyMode, Transfer};
+use crate::net::url::is_http;
 
-/// libcurl's receive buffer per transfer.
-pub const RECEIVE_BUFFER: usize = 64 * 1024;
+/// What an attempt is for: the request, the URL chosen for it, and how it may report.
+pub(crate) struct Attempt<'a> {
+    pub request: &'a Download,
+    pub url: &'a str,
+    /// The curl token of the attempt, for the hashing workers' unpause.
+    pub token: usize,
+    /// A buffer for a small body (reused from an earlier one).
+    pub buffer: Vec<u8>,
+    pub alpn_learner: Option<AlpnLearner>,
+}
 
-/// A configured handle for the job's current URL. A recycled handle (from an attempt that
-/// ended) already carries the helper-wide options, so only the request's own are set:
-/// creating and configuring a handle per file is measurable when files are small.
-pub fn build(
-    job: Box<Job>,
+/// A configured handle for `attempt`. A recycled handle (from an attempt that ended)
+/// already carries the helper-wide options, so only the request's own are set: creating and
+/// configuring a handle per file is measurable when files are small.
+pub(crate) fn build(
+    attempt: Attempt<'_>,
     options: &Options,
     http2: bool,
+    hasher: &Hasher,
     recycled: Option<Easy2<Transfer>>,
-    (hasher, token): (&Hasher, usize),
-    buffer: Vec<u8>,
-    alpn_learner: Option<Sender<String>>,
-) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
-    let (mut sink, mode, if_range) = receiving_end(&job, options);
+) -> Result<Easy2<Transfer>, FetchError> {
+    let request = attempt.request;
+    let (mut sink, mode, if_range) = receiving_end(request, options);
     if mode == BodyMode::Whole {
-        sink.hash_large_bodies_with(hasher, token);
-        sink.buffer_small_bodies(buffer);
+        sink.hash_large_bodies_with(hasher, attempt.token);
+        sink.buffer_small_bodies(attempt.buffer);
     }
-    let http = is_http(job.url());
-    let mut transfer = Transfer::new(job, sink, mode, http);
-    transfer.alpn_learner = alpn_learner;
+    let mut transfer = Transfer::new(sink, mode, is_http(attempt.url));
+    transfer.conditional = request.if_none_match.is_some() || request.if_modified_since.is_some();
+    transfer.size = request.size;
+    transfer.alpn_learner = attempt.alpn_learner;
     let mut easy = match recycled {
         Some(mut easy) => {
             *easy.get_mut() = transfer;
@@ -50,24 +59,31 @@ pub fn build(
         }
         None => {
             let mut easy = Easy2::new(transfer);
-            if let Err(err) = configure_handle(&mut easy, options, http2) {
-                return Err((take_job(&mut easy), setup_error(err)));
-            }
+            configure_handle(&mut easy, options, http2).map_err(setup_error)?;
             easy
         }
     };
-    match configure_request(&mut easy, if_range.as_deref()) {
-        Ok(()) => Ok(easy),
-        Err(err) => Err((take_job(&mut easy), setup_error(err))),
+    configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
+    Ok(easy)
+}
+
+/// The cap for this body: the exact `size` when known, else `max_size`, else the
+/// helper-wide default (0 meaning none).
+fn limit(request: &Download, default_max: u64) -> Option<u64> {
+    let max = request
+        .max_size
+        .or((default_max > 0).then_some(default_max));
+    match (request.size, max) {
+        (Some(size), Some(max)) => Some(size.min(max)),
+        (size, max) => size.or(max),
     }
 }
 
 /// Where this attempt's bytes go, how they relate to the file, and the `If-Range`
 /// validator of a resumed partial.
-fn receiving_end(job: &Job, options: &Options) -> (Sink, BodyMode, Option<String>) {
-    let request = &job.request;
+fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Option<String>) {
     let wanted: Vec<_> = request.hashes.iter().map(|(a, _)| *a).collect();
-    let limit = job.limit(options.max_size);
+    let limit = limit(request, options.max_size);
     if let Some(range) = request.range {
         return (
             Sink::new(&request.dest, &wanted, limit),
@@ -110,10 +126,6 @@ fn receiving_end(job: &Job, options: &Options) -> (Sink, BodyMode, Option<String
     }
 }
 
-fn take_job(easy: &mut Easy2<Transfer>) -> Box<Job> {
-    easy.get_mut().job.take().expect("job present")
-}
-
 fn setup_error(err: curl::Error) -> FetchError {
     FetchError::InvalidRequest(format!("cannot set up the transfer: {err}"))
 }
@@ -138,7 +150,7 @@ fn configure_handle(
         easy.low_speed_limit(options.low_speed_limit)?;
         easy.low_speed_time(Duration::from_secs(options.low_speed_time))?;
     }
-    easy.buffer_size(RECEIVE_BUFFER)?;
+    easy.buffer_size(CURL_RECEIVE_BUFFER)?;
     if http2 {
         easy.http_version(HttpVersion::V2TLS)?;
     }
@@ -151,28 +163,28 @@ fn configure_handle(
 /// The options of this request: URL, range, headers (each set, or cleared, every time).
 fn configure_request(
     easy: &mut Easy2<Transfer>,
+    request: &Download,
+    url: &str,
     if_range: Option<&str>,
 ) -> Result<(), curl::Error> {
     let transfer = easy.get_ref();
-    let job = transfer.job();
-    let url = job.url().to_string();
     let mode = transfer.mode;
     // The debug callback learns the TLS handshake's protocol (see `Transfer::debug`).
     let learning = transfer.alpn_learner.is_some();
     let mut headers = List::new();
-    for (name, value) in &job.request.headers {
+    for (name, value) in &request.headers {
         headers.append(&format!("{name}: {value}"))?;
     }
-    if let Some(etag) = &job.request.if_none_match {
+    if let Some(etag) = &request.if_none_match {
         headers.append(&format!("If-None-Match: {etag}"))?;
     }
-    if let Some(date) = &job.request.if_modified_since {
+    if let Some(date) = &request.if_modified_since {
         headers.append(&format!("If-Modified-Since: {date}"))?;
     }
     if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
         headers.append(&format!("If-Range: {validator}"))?;
     }
-    easy.url(&url)?;
+    easy.url(url)?;
     easy.verbose(learning)?;
     match mode {
         BodyMode::Whole => clear_range(easy)?,
@@ -197,53 +209,6 @@ fn clear_range(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
     } else {
         Err(curl::Error::new(code))
     }
-}
-
-/// Does this URL speak HTTP (so that statuses and ranges are ours to check)?
-pub fn is_http(url: &str) -> bool {
-    protocol::scheme_of(url).is_some_and(|s| s == "http" || s == "https")
-}
-
-/// The verdict on a finished attempt, before the bytes are verified.
-pub enum Verdict {
-    /// A body to verify and place.
-    Body,
-    /// 304 to a conditional request: `dest` stays as it is.
-    NotModified,
-    /// 416 to a resume whose partial already holds the whole file: verify the partial.
-    PartialComplete,
-    /// 416 to a resume whose partial does not fit the file: drop it and start over.
-    PartialStale,
-    Failed(FetchError),
-}
-
-/// Judge curl's `result` for an attempt that received `transfer`'s response.
-pub fn judge(transfer: &mut Transfer, result: Result<(), curl::Error>, status: u32) -> Verdict {
-    let request = &transfer.job().request;
-    let conditional = request.if_none_match.is_some() || request.if_modified_since.is_some();
-    let size = request.size;
-    let error = match (transfer.failure.take(), result) {
-        (Some(failure), _) => failure,
-        (None, Err(_)) if transfer.complete_early => return Verdict::Body,
-        (None, Err(err)) => FetchError::from_curl(&err, status),
-        (None, Ok(())) if !transfer.http => return Verdict::Body,
-        (None, Ok(())) if status == 304 && conditional => return Verdict::NotModified,
-        (None, Ok(())) if status == 206 && transfer.mode == BodyMode::Whole => {
-            FetchError::HttpStatus { status }
-        }
-        (None, Ok(())) if (200..300).contains(&status) => return Verdict::Body,
-        (None, Ok(())) => FetchError::HttpStatus { status },
-    };
-    if let (BodyMode::Resume { offset }, Some(416)) = (transfer.mode, error.status()) {
-        let total = transfer.head.content_range.and_then(|r| r.total);
-        let expected = size.or(total);
-        return if expected == Some(offset) {
-            Verdict::PartialComplete
-        } else {
-            Verdict::PartialStale
-        };
-    }
-    Verdict::Failed(error)
 }
 
 /// Which certificate authorities https trusts: `--ca-file` alone, or the system's bundle

@@ -1,0 +1,497 @@
+//! The engine's typed API: what a front asks of it ([`Request`]) and what it reports
+//! ([`Event`]). Nothing here knows a wire format; each front (`front::jsonl` today) turns its
+//! protocol into these types and back.
+//!
+//! Every check that can be made on a request alone is made by [`Request::validate`], which the
+//! engine runs on every submission, so that a request that reaches the scheduler can only fail
+//! for reasons outside the helper, and a front cannot forget a check.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::body::digest::Algorithm;
+use crate::error::FetchError;
+use crate::net::url::{host_key, scheme_of, REQUEST_SCHEMES};
+
+/// What a front asks of the engine.
+#[derive(Debug)]
+pub enum Request {
+    Download(Box<Download>),
+    Mirrors(MirrorSet),
+    Cancel { id: String },
+}
+
+/// A front's own reference for a submission, echoed in [`Event::Refused`] (the JSON Lines
+/// front uses the line number).
+pub type Ticket = u64;
+
+/// Where a download's bytes may come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// Candidate URLs for the same bytes, tried in order (a private mirror list).
+    Urls(Vec<String>),
+    /// A path under each base URL of a declared mirror set.
+    Mirror { set: String, path: String },
+}
+
+/// An inclusive byte range, as in HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    pub fn length(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+/// A set of mirrors that downloads may name instead of URLs.
+#[derive(Debug, Clone)]
+pub struct MirrorSet {
+    pub set: String,
+    /// Base URLs; validation makes each end in `/` and drops repeats.
+    pub urls: Vec<String>,
+    pub max_per_mirror: Option<usize>,
+}
+
+/// One file to fetch, verify and put in place.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub id: String,
+    pub source: Source,
+    pub dest: PathBuf,
+    /// The exact size, when known: a cap while receiving, and checked at the end.
+    pub size: Option<u64>,
+    /// A cap on a body whose size is not known.
+    pub max_size: Option<u64>,
+    /// Expected digests as hex, in the order given (validation lowercases them).
+    pub hashes: Vec<(Algorithm, String)>,
+    pub headers: Vec<(String, String)>,
+    pub priority: i64,
+    pub progress: bool,
+    pub resume: bool,
+    pub range: Option<ByteRange>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+}
+
+impl Download {
+    /// A download of `source` into `dest`, with the defaults for everything else.
+    pub fn new(id: impl Into<String>, source: Source, dest: impl Into<PathBuf>) -> Download {
+        Download {
+            id: id.into(),
+            source,
+            dest: dest.into(),
+            size: None,
+            max_size: None,
+            hashes: Vec::new(),
+            headers: Vec::new(),
+            priority: 0,
+            progress: false,
+            resume: false,
+            range: None,
+            if_none_match: None,
+            if_modified_since: None,
+        }
+    }
+}
+
+impl Request {
+    /// Check everything that can be checked on the request alone; normalises what has a
+    /// canonical form (lowercase digests, mirror paths without a leading `/`, base URLs
+    /// ending in `/`).
+    pub fn validate(&mut self) -> Result<(), FetchError> {
+        match self {
+            Request::Download(download) => validate_download(download),
+            Request::Mirrors(set) => validate_mirrors(set),
+            Request::Cancel { id } => check_id(id),
+        }
+    }
+
+    /// The id the request names, if any (for refusals).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Request::Download(download) => Some(&download.id),
+            Request::Cancel { id } => Some(id),
+            Request::Mirrors(_) => None,
+        }
+    }
+}
+
+impl From<Download> for Request {
+    fn from(download: Download) -> Request {
+        Request::Download(Box::new(download))
+    }
+}
+
+fn invalid(message: impl Into<String>) -> FetchError {
+    FetchError::InvalidRequest(message.into())
+}
+
+fn validate_download(d: &mut Download) -> Result<(), FetchError> {
+    check_id(&d.id)?;
+    match &mut d.source {
+        Source::Urls(urls) if urls.is_empty() => return Err(invalid("`urls` must not be empty")),
+        Source::Urls(urls) => urls.iter().try_for_each(|url| check_url(url))?,
+        Source::Mirror { path, .. } => {
+            check_mirror_path(path)?;
+            *path = path.trim_start_matches('/').to_string();
+        }
+    }
+    if let Some(range) = d.range {
+        if range.start > range.end {
+            return Err(invalid("`range.start` must not be after `range.end`"));
+        }
+        if d.resume {
+            return Err(invalid("`range` and `resume` cannot be combined"));
+        }
+        if d.size.is_some_and(|size| size != range.length()) {
+            return Err(invalid("`size` must equal the length of `range`"));
+        }
+    }
+    for (name, value) in [
+        ("if_none_match", &d.if_none_match),
+        ("if_modified_since", &d.if_modified_since),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().any(char::is_control))
+        {
+            return Err(invalid(format!(
+                "`{name}` must be a non-empty header value"
+            )));
+        }
+    }
+    check_dest(&d.dest)?;
+    for (algorithm, hex) in &mut d.hashes {
+        hex.make_ascii_lowercase();
+        if hex.len() != algorithm.output_len() * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "`{}` must be {} hex digits",
+                algorithm.name(),
+                algorithm.output_len() * 2
+            )));
+        }
+    }
+    for (name, value) in &d.headers {
+        if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+            return Err(invalid(format!("bad header name {name:?}")));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(invalid(format!(
+                "header {name} has a line break in its value"
+            )));
+        }
+    }
+    if let (Some(size), Some(max)) = (d.size, d.max_size) {
+        if size > max {
+            return Err(invalid(format!(
+                "size {size} is larger than max_size {max}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_mirrors(raw: &mut MirrorSet) -> Result<(), FetchError> {
+    if raw.set.is_empty() || raw.set.chars().any(char::is_control) {
+        return Err(invalid("`set` must be a non-empty name"));
+    }
+    if raw.urls.is_empty() {
+        return Err(invalid("a mirror set needs at least one URL"));
+    }
+    if raw.max_per_mirror == Some(0) {
+        return Err(invalid("`max_per_mirror` must be at least 1"));
+    }
+    let mut urls = Vec::with_capacity(raw.urls.len());
+    for url in std::mem::take(&mut raw.urls) {
+        check_url(&url)?;
+        let base = if url.ends_with('/') { url } else { url + "/" };
+        if !urls.contains(&base) {
+            urls.push(base);
+        }
+    }
+    raw.urls = urls;
+    Ok(())
+}
+
+fn check_mirror_path(path: &str) -> Result<(), FetchError> {
+    if path.is_empty() || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(invalid(
+            "`path` must be non-empty, without spaces or control characters (percent-encode them)",
+        ));
+    }
+    if path.contains("://") {
+        return Err(invalid(
+            "`path` is relative to the mirror's base URL, not a URL",
+        ));
+    }
+    Ok(())
+}
+
+/// An id is 1 to 1024 bytes without control characters.
+pub fn check_id(id: &str) -> Result<(), FetchError> {
+    if id.is_empty() || id.len() > 1024 {
+        return Err(invalid("`id` must be 1 to 1024 bytes"));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(invalid("`id` must not contain control characters"));
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), FetchError> {
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(invalid(format!(
+            "URL {url:?} contains a space or control character (percent-encode it)"
+        )));
+    }
+    let scheme =
+        scheme_of(url).ok_or_else(|| invalid(format!("{url:?} is not an absolute URL")))?;
+    if !REQUEST_SCHEMES.contains(&scheme.as_str()) {
+        return Err(FetchError::UnsupportedScheme(format!(
+            "scheme `{scheme}` is not supported (use http, https, ftp or file)"
+        )));
+    }
+    if scheme != "file" && host_key(url).is_none() {
+        return Err(invalid(format!("URL {url:?} has no host")));
+    }
+    Ok(())
+}
+
+fn check_dest(dest: &Path) -> Result<(), FetchError> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = dest.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(invalid("`dest` must not be empty"));
+    }
+    if bytes.contains(&0) {
+        return Err(invalid("`dest` must not contain NUL"));
+    }
+    if bytes.ends_with(b"/") || dest.file_name().is_none() {
+        return Err(invalid("`dest` must name a file, not a directory"));
+    }
+    Ok(())
+}
+
+fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+/// One failed attempt: where it went and why it failed.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub url: String,
+    pub error: FetchError,
+}
+
+/// How a download succeeded.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// Verified bytes fetched from `url` are now at `dest`.
+    Fetched {
+        url: &'a str,
+        /// The HTTP status (`None` for file:// and other schemes without one).
+        status: Option<u32>,
+        size: u64,
+        hashes: &'a [(Algorithm, String)],
+        etag: Option<&'a str>,
+        last_modified: Option<&'a str>,
+    },
+    /// `dest` already held a file that passed every check: nothing was fetched.
+    Cached {
+        size: u64,
+        hashes: &'a [(Algorithm, String)],
+    },
+    /// The server said the file has not changed since the request's validators: `dest` was
+    /// left as it was.
+    NotModified {
+        url: &'a str,
+        status: Option<u32>,
+        etag: Option<&'a str>,
+        last_modified: Option<&'a str>,
+    },
+}
+
+/// What the engine reports. Borrowed fields keep reporting free of copies.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An attempt began (`attempt` counts from 1).
+    Started {
+        id: &'a str,
+        url: &'a str,
+        attempt: u32,
+    },
+    /// Bytes stored so far by the running attempt (a resumed prefix included).
+    Progress {
+        id: &'a str,
+        bytes: u64,
+        total: Option<u64>,
+    },
+    /// The download is finished; `attempts` are the failed attempts before the one that
+    /// succeeded.
+    Done {
+        id: &'a str,
+        dest: &'a Path,
+        outcome: Outcome<'a>,
+        attempts: &'a [Attempt],
+        /// Since the request was submitted.
+        elapsed: Duration,
+    },
+    /// The download failed with `error`; `attempts` lists every attempt made.
+    Failed {
+        id: &'a str,
+        error: &'a FetchError,
+        attempts: &'a [Attempt],
+    },
+    /// A submission was not accepted (invalid, a duplicate id, an unknown mirror set or id).
+    Refused {
+        ticket: Ticket,
+        id: Option<&'a str>,
+        error: &'a FetchError,
+    },
+}
+
+/// What the engine tells a front when it starts.
+#[derive(Debug)]
+pub struct About<'a> {
+    pub version: &'a str,
+    pub libcurl: &'a str,
+    pub http2: bool,
+}
+
+/// Why the engine stopped before its work was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal(i32),
+    /// The parent closed stdout.
+    OutputClosed,
+}
+
+/// How a run ended, for the front's last words and exit status.
+#[derive(Debug)]
+pub struct Summary {
+    /// Bytes received over the network (a resumed prefix is not counted again).
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub stop: Option<Stop>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn url(u: &str) -> Source {
+        Source::Urls(vec![u.to_string()])
+    }
+
+    fn refused(request: impl Into<Request>) -> FetchError {
+        request.into().validate().unwrap_err()
+    }
+
+    fn valid(request: impl Into<Request>) -> Request {
+        let mut request = request.into();
+        request.validate().unwrap();
+        request
+    }
+
+    impl From<MirrorSet> for Request {
+        fn from(set: MirrorSet) -> Request {
+            Request::Mirrors(set)
+        }
+    }
+
+    #[test]
+    fn a_valid_download_is_normalised() {
+        let mut d = Download::new("a", url("http://h/x"), "/tmp/x");
+        d.hashes = vec![(Algorithm::Md5, "900150983CD24FB0D6963F7D28E17F72".into())];
+        let Request::Download(d) = valid(d) else {
+            panic!()
+        };
+        assert_eq!(d.hashes[0].1, "900150983cd24fb0d6963f7d28e17f72");
+        let m = Download::new(
+            "m",
+            Source::Mirror {
+                set: "f".into(),
+                path: "/P/a.rpm".into(),
+            },
+            "/t",
+        );
+        let Request::Download(m) = valid(m) else {
+            panic!()
+        };
+        assert_eq!(
+            m.source,
+            Source::Mirror {
+                set: "f".into(),
+                path: "P/a.rpm".into()
+            }
+        );
+    }
+
+    #[test]
+    fn each_check_refuses_what_it_should() {
+        let base = || Download::new("a", url("http://h/x"), "/t");
+        let mut cases = vec![
+            Download::new("", url("http://h/x"), "/t"),
+            Download::new("a", Source::Urls(vec![]), "/t"),
+            Download::new("a", url("http://h/a b"), "/t"),
+            Download::new("a", url("http:///x"), "/t"),
+            Download::new("a", url("http://h/x"), "/t/"),
+        ];
+        let mut d = base();
+        d.range = Some(ByteRange { start: 5, end: 1 });
+        cases.push(d);
+        let mut d = base();
+        d.range = Some(ByteRange { start: 0, end: 1 });
+        d.resume = true;
+        cases.push(d);
+        let mut d = base();
+        d.hashes = vec![(Algorithm::Sha256, "zz".into())];
+        cases.push(d);
+        let mut d = base();
+        d.headers = vec![("X-A".into(), "1\r\nX-B: 2".into())];
+        cases.push(d);
+        let mut d = base();
+        (d.size, d.max_size) = (Some(5), Some(4));
+        cases.push(d);
+        for d in cases {
+            let shown = format!("{d:?}");
+            assert_eq!(refused(d).kind(), ErrorKind::InvalidRequest, "{shown}");
+        }
+        assert_eq!(
+            refused(Download::new("a", url("gopher://h/x"), "/t")).kind(),
+            ErrorKind::UnsupportedScheme
+        );
+    }
+
+    #[test]
+    fn mirror_sets_get_slashes_and_no_repeats() {
+        let set = MirrorSet {
+            set: "f".into(),
+            urls: vec![
+                "http://a/x".into(),
+                "http://a/x/".into(),
+                "http://b/y/".into(),
+            ],
+            max_per_mirror: Some(2),
+        };
+        let Request::Mirrors(set) = valid(set) else {
+            panic!()
+        };
+        assert_eq!(set.urls, vec!["http://a/x/", "http://b/y/"]);
+        let empty = MirrorSet {
+            set: "f".into(),
+            urls: vec![],
+            max_per_mirror: None,
+        };
+        assert!(Request::Mirrors(empty).validate().is_err());
+    }
+}

@@ -1,0 +1,267 @@
+//! Choosing each download's source and starting queued downloads while the limits allow.
+//!
+//! A download's next attempt gets a source (an untried URL, or the best mirror of its set)
+//! and a ticket in the scheduler's queue for that source's slot. Admission takes tickets in
+//! order while the scheduler's limits allow and the bodies waiting for workers stay within
+//! their budgets, checks once whether `dest` already holds the file, and hands the attempt
+//! to curl.
+
+use std::time::{Duration, Instant};
+
+use crate::api::{Event, Outcome, Source};
+use crate::body::sink;
+use crate::engine::downloads::State;
+use crate::engine::job::Job;
+use crate::engine::Engine;
+use crate::error::FetchError;
+use crate::net::handle::{self, Attempt};
+use crate::net::transfer::AlpnLearner;
+use crate::net::url::host_key;
+use crate::policy::mirrors::Mirrors;
+use crate::policy::scheduler::{Scheduler, Ticket};
+
+/// Verified bodies waiting for the placing worker, at most: new transfers wait beyond it,
+/// which bounds the memory they hold (each is under 128 KiB) when the disk is slow.
+const MAX_PLACING: usize = 512;
+/// Bytes of buffers that received bodies may hold while the hashing workers catch up, at
+/// most: new transfers wait beyond it. A transfer ends (and frees its slot) once curl has
+/// the whole body, so without this a network faster than the workers would pile up
+/// finished bodies in memory (1,000 × 256 KiB with one worker: 117 MiB).
+const HASHING_BUDGET: usize = 32 << 20;
+
+impl Engine {
+    /// Pick the download's next source and queue it, or fail it when no source is left.
+    pub(super) fn enqueue(&mut self, key: usize) {
+        if !self.choose_source(key) {
+            let error = self.downloads[key].job.attempts.is_empty().then(|| {
+                FetchError::Network(
+                    "every mirror of the set has been put aside after repeated failures".into(),
+                )
+            });
+            return self.fail(key, error);
+        }
+        self.enqueue_chosen(key, None);
+    }
+
+    /// Queue a download whose source is chosen, at once or after `delay`.
+    pub(super) fn enqueue_chosen(&mut self, key: usize, delay: Option<Duration>) {
+        let download = &mut self.downloads[key];
+        download.state = State::Queued;
+        let ticket = ticket(key, &download.job);
+        match delay {
+            Some(delay) if !delay.is_zero() => self.scheduler.delay(ticket, Instant::now() + delay),
+            _ => self.scheduler.push(ticket),
+        }
+    }
+
+    /// Set the job's `url`, `origin` and `slot` for its next attempt. Untried sources come
+    /// first; a source ruled out for this download is never chosen again.
+    pub(super) fn choose_source(&mut self, key: usize) -> bool {
+        let job = &mut self.downloads[key].job;
+        let base = match &job.request.source {
+            Source::Urls(urls) => {
+                let usable = |u: &&String| !job.excluded.contains(u);
+                let Some(url) = urls
+                    .iter()
+                    .filter(usable)
+                    .find(|u| !job.tried.contains(u))
+                    .or_else(|| urls.iter().find(usable))
+                else {
+                    return false;
+                };
+                let url = url.clone();
+                job.slot = host_key(&url).unwrap_or_default();
+                job.origin = url.clone();
+                job.url = url;
+                return true;
+            }
+            Source::Mirror { set, .. } => {
+                let scheduler = &self.scheduler;
+                let load = |base: &str| scheduler.load(&mirror_slot(base));
+                self.mirrors.choose(set, &job.tried, &job.excluded, load)
+            }
+        };
+        let Some(base) = base else {
+            return false;
+        };
+        use_mirror(job, base, &mut self.scheduler, &self.mirrors);
+        true
+    }
+
+    pub(super) fn requeue_due_retries(&mut self) {
+        if self.retry_wake.is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        for ticket in self.scheduler.take_due(Instant::now()) {
+            self.scheduler.push(ticket);
+        }
+    }
+
+    /// Start queued downloads while the limits allow.
+    pub(super) fn admit(&mut self) {
+        while self.placing < MAX_PLACING && self.hashing_held < HASHING_BUDGET {
+            let Some((ticket, cost)) = self.scheduler.admit_next() else {
+                break;
+            };
+            let key = ticket.key;
+            let job = &mut self.downloads[key].job;
+            debug_assert_eq!(job.seq, ticket.seq, "a cancelled ticket was admitted");
+            if let Source::Mirror { set, .. } = &job.request.source {
+                let better = self
+                    .mirrors
+                    .better_than(set, &job.origin, &job.tried, &job.excluded);
+                if let Some(better) = better {
+                    // Health changed while it waited: requeue it for the better mirror.
+                    self.scheduler.release(&ticket.slot, cost);
+                    use_mirror(job, better, &mut self.scheduler, &self.mirrors);
+                    self.scheduler.push(self::ticket(key, job));
+                    continue;
+                }
+            }
+            job.cost = cost;
+            let request = &job.request;
+            if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
+                if let Some(verified) = sink::cached(&request.dest, request.size, &request.hashes) {
+                    self.scheduler.release(&ticket.slot, cost);
+                    let job = self.downloads.remove(key).job;
+                    let outcome = Outcome::Cached {
+                        size: verified.size,
+                        hashes: &verified.hashes,
+                    };
+                    self.report.emit(&Event::Done {
+                        id: &job.request.id,
+                        dest: &job.request.dest,
+                        outcome,
+                        attempts: &job.attempts,
+                        elapsed: job.received_at.elapsed(),
+                    });
+                    continue;
+                }
+            }
+            self.start_attempt(key);
+        }
+    }
+
+    /// Hand the download's next attempt to curl, or record why it could not start.
+    fn start_attempt(&mut self, key: usize) {
+        let recycled = self.spare_handles.pop();
+        let buffer = self.spare_buffers.pop().unwrap_or_default();
+        let alpn_learner = self.alpn_learner_for(key);
+        let job = &self.downloads[key].job;
+        let attempt = Attempt {
+            request: &job.request,
+            url: &job.url,
+            token: key,
+            buffer,
+            alpn_learner,
+        };
+        let easy = match handle::build(
+            attempt,
+            &self.options,
+            self.has_http2,
+            &self.hasher,
+            recycled,
+        ) {
+            Ok(easy) => easy,
+            Err(error) => {
+                self.scheduler.release(&job.slot, job.cost);
+                return self.attempt_failed(key, error, None, None);
+            }
+        };
+        let added = self.multi.add2(easy);
+        self.curl_io.apply(self.poll.registry());
+        let mut handle = added.unwrap_or_else(|err| panic!("curl refused a transfer: {err}"));
+        handle.set_token(key).expect("setting a curl token");
+        let download = &mut self.downloads[key];
+        let job = &download.job;
+        self.report.emit(&Event::Started {
+            id: &job.request.id,
+            url: &job.url,
+            attempt: job.attempts.len() as u32 + 1,
+        });
+        if job.request.progress {
+            self.progress.watch(key);
+        }
+        download.state = State::Active(handle);
+    }
+
+    /// For an https transfer to a slot whose protocol is not known yet: where its TLS
+    /// handshake reports HTTP/2. Learning it there, rather than from the first response,
+    /// lets the slot's transfers multiplex a round trip sooner (scenario L2 of `make bench`).
+    fn alpn_learner_for(&self, key: usize) -> Option<AlpnLearner> {
+        let job = &self.downloads[key].job;
+        let unknown = self.has_http2
+            && job.url.starts_with("https:")
+            && !self.scheduler.is_multiplexed(&job.slot)
+            && !self.http1_slots.contains(&job.slot);
+        unknown.then(|| AlpnLearner {
+            tell: self.alpn_learned.0.clone(),
+            slot: job.slot.clone(),
+        })
+    }
+
+    /// Slots whose TLS handshakes agreed on HTTP/2 since the last look.
+    pub(super) fn collect_alpn(&mut self) {
+        while let Ok(slot) = self.alpn_learned.1.try_recv() {
+            self.promote(&slot);
+        }
+    }
+
+    /// `slot` multiplexes: tell the scheduler, and charge its running transfers (admitted
+    /// at a whole connection's price) one stream each from now on. Once per slot.
+    pub(super) fn promote(&mut self, slot: &str) {
+        if self.scheduler.is_multiplexed(slot) {
+            return;
+        }
+        let mut recosted = 0;
+        for (_, download) in self.downloads.iter_mut() {
+            let job = &mut download.job;
+            if matches!(download.state, State::Active(_)) && job.slot == slot && job.cost > 1 {
+                job.cost = 1;
+                recosted += 1;
+            }
+        }
+        self.scheduler.mark_multiplexed(slot, recosted);
+    }
+
+    /// Keep curl's streams-per-connection cap at what spreads the running HTTP/2 transfers
+    /// over all the connections they may use. curl puts a new transfer on the first
+    /// connection with a free stream, so with the full `--max-streams` a second wave of 64
+    /// transfers all joined one connection and waited out its TCP slow start (scenario L2
+    /// of `make bench`: 128 files took 0.41 s instead of 0.25 s).
+    pub(super) fn spread_streams(&mut self) {
+        let streams = self.scheduler.streams_per_connection();
+        if streams != self.streams_per_connection {
+            self.streams_per_connection = streams;
+            if let Err(err) = self.multi.set_max_concurrent_streams(streams) {
+                eprintln!("fetchmux: cannot set curl's streams per connection: {err}");
+            }
+        }
+    }
+}
+
+/// The scheduler's ticket for the job's next attempt.
+fn ticket(key: usize, job: &Job) -> Ticket {
+    Ticket {
+        key,
+        seq: job.seq,
+        priority: job.request.priority,
+        slot: job.slot.clone(),
+    }
+}
+
+/// Point a mirror job's next attempt at `base`.
+fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &Mirrors) {
+    let Source::Mirror { path, .. } = &job.request.source else {
+        return;
+    };
+    job.url = format!("{base}{path}");
+    job.slot = mirror_slot(&base);
+    scheduler.set_limit(&job.slot, mirrors.limit(&base));
+    job.origin = base;
+}
+
+/// The scheduler slot of a mirror.
+pub(super) fn mirror_slot(base: &str) -> String {
+    format!("mirror {base}")
+}

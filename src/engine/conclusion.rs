@@ -1,0 +1,375 @@
+//! The end of an attempt: take it out of curl, judge it, and then verify and place the
+//! bytes (through the hashing and placing workers when they hold them), or retry, or fail.
+//! docs/design.md has the retry policy as a table.
+
+use crate::api::{Event, Outcome, Source};
+use crate::body::hasher::Answer;
+use crate::body::placer;
+use crate::body::sink::{Sink, Verified};
+use crate::engine::downloads::{Ended, Hashing, Placing, State};
+use crate::engine::Engine;
+use crate::error::{Disposition, FetchError};
+use crate::net::response::ResponseHead;
+use crate::net::url::host_key;
+use crate::net::verdict::{judge, Verdict};
+use crate::policy::mirrors::Mirrors;
+use crate::policy::retry;
+
+/// Buffers kept for reuse, at most (each under 128 KiB).
+const SPARE_BUFFERS: usize = 64;
+
+impl Engine {
+    pub(super) fn collect_finished(&mut self) {
+        let finished = &mut self.finished;
+        let downloads = &self.downloads;
+        self.multi.messages(|message| {
+            let Ok(token) = message.token() else { return };
+            let Some(State::Active(handle)) = downloads.get(token).map(|d| &d.state) else {
+                return;
+            };
+            // result_for2 attaches curl's error buffer ("Operation too slow…") to the error.
+            if let Some(result) = message.result_for2(handle) {
+                finished.push((token, result));
+            }
+        });
+        let mut finished = std::mem::take(&mut self.finished);
+        for (key, result) in finished.drain(..) {
+            self.finish(key, result);
+        }
+        self.finished = finished;
+    }
+
+    /// An attempt ended: judge it, then place the bytes or decide what comes next.
+    fn finish(&mut self, key: usize, result: Result<(), curl::Error>) {
+        let State::Active(handle) = &mut self.downloads[key].state else {
+            return;
+        };
+        let status = handle.response_code().unwrap_or(0);
+        let transfer = handle.get_mut();
+        let status = if status == 0 {
+            transfer.head.status
+        } else {
+            status
+        };
+        let verdict = judge(transfer, result, status);
+        let elapsed = transfer.started_at.elapsed();
+        let (sink, head) = self.detach(key);
+        let slot = &self.downloads[key].job.slot;
+        if head.multiplexed {
+            let slot = slot.clone();
+            self.promote(&slot);
+        } else if head.status > 0 && !self.http1_slots.contains(slot) {
+            self.http1_slots.insert(slot.clone());
+        }
+        let mut sink = sink.expect("sink present until the attempt ends");
+        let ended = Ended {
+            head,
+            status,
+            elapsed,
+        };
+        if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
+            let (lane, held) = sink.finish_hashing();
+            self.hashing_held += held;
+            let hashing = Hashing {
+                lane,
+                held,
+                sink,
+                ended,
+            };
+            self.downloads[key].state = State::Hashing(Box::new(hashing));
+            return;
+        }
+        self.conclude(key, sink, ended, verdict);
+    }
+
+    /// Take an active attempt out of curl and the scheduler; returns its sink and the
+    /// response head. The download stays in the table (as `Queued`) for what comes next.
+    pub(super) fn detach(&mut self, key: usize) -> (Option<Sink>, ResponseHead) {
+        let download = &mut self.downloads[key];
+        let State::Active(handle) = std::mem::replace(&mut download.state, State::Queued) else {
+            panic!("detaching a download that has no running attempt");
+        };
+        let removed = self.multi.remove2(handle);
+        self.curl_io.apply(self.poll.registry());
+        let mut easy = removed.unwrap_or_else(|err| panic!("curl lost a transfer: {err}"));
+        let transfer = easy.get_mut();
+        let mut sink = transfer.sink.take();
+        if let Some(sink) = &mut sink {
+            let head = &transfer.head;
+            sink.set_validators(head.etag.clone(), head.last_modified.clone());
+        }
+        self.network_bytes += transfer.network_bytes;
+        self.scheduler
+            .release(&download.job.slot, download.job.cost);
+        self.progress.forget(key);
+        let head = std::mem::take(&mut transfer.head);
+        if self.spare_handles.len() < self.options.max_parallel as usize {
+            self.spare_handles.push(easy);
+        }
+        (sink, head)
+    }
+
+    /// What the hashing workers said: unpause transfers that have a buffer again, and
+    /// conclude the attempts whose digests are ready.
+    pub(super) fn collect_hashed(&mut self) {
+        while let Ok(answer) = self.hashed.try_recv() {
+            let (key, lane, result) = match answer {
+                Answer::Hashed {
+                    token,
+                    lane,
+                    result,
+                } => (token, lane, result),
+                Answer::Unpause(token) => {
+                    // The token may since belong to another transfer: unpausing one that
+                    // is not paused does nothing.
+                    if let Some(State::Active(handle)) = self.downloads.get(token).map(|d| &d.state)
+                    {
+                        if let Err(err) = handle.unpause_write() {
+                            eprintln!("fetchmux: cannot unpause a transfer: {err}");
+                        }
+                        self.curl_io.apply(self.poll.registry());
+                    }
+                    continue;
+                }
+            };
+            // Gone (or another download now) if it was cancelled meanwhile.
+            let Some(download) = self.downloads.get_mut(key) else {
+                continue;
+            };
+            if !matches!(&download.state, State::Hashing(h) if h.lane == lane) {
+                continue;
+            }
+            let State::Hashing(hashing) = std::mem::replace(&mut download.state, State::Queued)
+            else {
+                unreachable!()
+            };
+            let Hashing {
+                held,
+                mut sink,
+                ended,
+                ..
+            } = *hashing;
+            self.hashing_held -= held;
+            match result {
+                Ok(digests) => {
+                    sink.hashed(digests);
+                    self.conclude(key, sink, ended, Verdict::Body);
+                }
+                Err(error) => self.attempt_failed(key, error, Some(sink), Some(&ended.head)),
+            }
+        }
+    }
+
+    /// Verify and place the bytes of an ended attempt, or decide what comes next.
+    fn conclude(&mut self, key: usize, mut sink: Sink, ended: Ended, verdict: Verdict) {
+        match verdict {
+            Verdict::Body | Verdict::PartialComplete => {
+                let request = &self.downloads[key].job.request;
+                // place() removes the file itself when verification fails.
+                match sink.place(request.size, &request.hashes) {
+                    Ok((verified, Some(placement))) => {
+                        self.placing += 1;
+                        let placing = Placing { verified, ended };
+                        self.downloads[key].state = State::Placing(Box::new(placing));
+                        self.placer.place(key, placement);
+                    }
+                    Ok((verified, None)) => self.succeeded(key, Some(verified), ended),
+                    Err(error) => self.attempt_failed(key, error, None, Some(&ended.head)),
+                }
+            }
+            Verdict::NotModified => {
+                sink.discard();
+                self.succeeded(key, None, ended);
+            }
+            Verdict::PartialStale => {
+                // Our partial does not fit the file (it changed, or grew shorter): drop it
+                // and fetch the whole file again at once, recording nothing against the
+                // source.
+                sink.discard();
+                self.downloads[key]
+                    .job
+                    .record(FetchError::RangeNotSatisfied(
+                        "the kept partial does not fit the file; starting over".into(),
+                    ));
+                self.enqueue(key);
+            }
+            Verdict::Failed(error) => {
+                self.attempt_failed(key, error, Some(sink), Some(&ended.head))
+            }
+        }
+    }
+
+    /// What the placing worker said: `done` for bodies now in place.
+    pub(super) fn collect_placed(&mut self) {
+        if self.placing == 0 {
+            return;
+        }
+        self.placer.looking();
+        while let Ok(answer) = self.placer_answers.try_recv() {
+            self.on_placed(answer);
+        }
+    }
+
+    pub(super) fn on_placed(&mut self, answer: placer::Answer) {
+        let placer::Answer {
+            key,
+            result,
+            buffer,
+        } = answer;
+        if self.spare_buffers.len() < SPARE_BUFFERS {
+            self.spare_buffers.push(buffer);
+        }
+        self.placing -= 1;
+        let download = &mut self.downloads[key];
+        let State::Placing(placing) = std::mem::replace(&mut download.state, State::Queued) else {
+            panic!("a placement answered for a download that is not being placed");
+        };
+        let Placing { verified, ended } = *placing;
+        match result {
+            Ok(()) => self.succeeded(key, Some(verified), ended),
+            Err(e) => {
+                let what = format!("placing {}", download.job.request.dest.display());
+                self.attempt_failed(key, FetchError::io(what, &e), None, Some(&ended.head));
+            }
+        }
+    }
+
+    /// The attempt fetched a verified body that is now in place (`verified`), or the
+    /// server said the file was not modified (`None`).
+    fn succeeded(&mut self, key: usize, verified: Option<Verified>, ended: Ended) {
+        let job = self.downloads.remove(key).job;
+        if let Source::Mirror { .. } = job.request.source {
+            let bytes = verified.as_ref().map_or(0, |v| v.size);
+            self.mirrors
+                .record_success(&job.origin, bytes, ended.elapsed);
+            let limit = self.mirrors.limit(&job.origin);
+            self.scheduler.set_limit(&job.slot, limit);
+        }
+        if verified.is_some() {
+            self.known_files.placed(&job.request.dest);
+        }
+        let (head, url) = (&ended.head, job.url.as_str());
+        let status = (ended.status > 0).then_some(ended.status);
+        let (etag, last_modified) = (head.etag.as_deref(), head.last_modified.as_deref());
+        let outcome = match &verified {
+            Some(verified) => Outcome::Fetched {
+                url,
+                status,
+                size: verified.size,
+                hashes: &verified.hashes,
+                etag,
+                last_modified,
+            },
+            None => Outcome::NotModified {
+                url,
+                status,
+                etag,
+                last_modified,
+            },
+        };
+        self.report.emit(&Event::Done {
+            id: &job.request.id,
+            dest: &job.request.dest,
+            outcome,
+            attempts: &job.attempts,
+            elapsed: job.received_at.elapsed(),
+        });
+    }
+
+    /// Record a failed attempt, then retry (another source, or the same after a backoff)
+    /// or report the download failed.
+    pub(super) fn attempt_failed(
+        &mut self,
+        key: usize,
+        error: FetchError,
+        sink: Option<Sink>,
+        head: Option<&ResponseHead>,
+    ) {
+        let disposition = error.disposition();
+        if let Some(mut sink) = sink {
+            // Only a transient failure leaves bytes worth continuing.
+            if disposition == Disposition::Transient {
+                sink.keep_partial();
+            } else {
+                sink.discard();
+            }
+        }
+        let job = &mut self.downloads[key].job;
+        if let Source::Mirror { .. } = job.request.source {
+            let others_running = self.scheduler.busy(&job.slot);
+            if self
+                .mirrors
+                .record_failure(&job.origin, disposition, others_running)
+            {
+                let limit = self.mirrors.limit(&job.origin);
+                self.scheduler.set_limit(&job.slot, limit);
+            }
+        }
+        job.record(error.clone());
+        if !job.tried.contains(&job.origin) {
+            job.tried.push(job.origin.clone());
+        }
+        match disposition {
+            Disposition::Final => return self.fail(key, Some(error)),
+            Disposition::Transient => job.transient_failures += 1,
+            Disposition::Elsewhere | Disposition::BadSource => {
+                job.excluded.push(job.origin.clone());
+            }
+            Disposition::Denied => {
+                // Credentials refused: only another host may help.
+                let host = host_key(&job.url);
+                let same_host = candidates(&job.request.source, &self.mirrors)
+                    .into_iter()
+                    .filter(|origin| host_key(origin) == host);
+                job.excluded.extend(same_host);
+            }
+        }
+        if job.attempts.len() > self.options.retries as usize {
+            return self.fail(key, Some(error));
+        }
+        let failed_origin = job.origin.clone();
+        if !self.choose_source(key) {
+            return self.fail(key, Some(error));
+        }
+        // Another source is tried at once; the same source again only after a backoff.
+        let job = &self.downloads[key].job;
+        let delay =
+            (disposition == Disposition::Transient && job.origin == failed_origin).then(|| {
+                let max_wait = std::time::Duration::from_secs(self.options.max_retry_wait);
+                let retry_after = head.and_then(|h| h.retry_after.as_deref());
+                retry::delay(job.transient_failures, retry_after, max_wait)
+            });
+        self.enqueue_chosen(key, delay);
+    }
+
+    /// Report the download failed with `error` (or, if none, its last attempt's error).
+    pub(super) fn fail(&mut self, key: usize, error: Option<FetchError>) {
+        let job = self.downloads.remove(key).job;
+        let error = error
+            .or_else(|| job.attempts.last().map(|last| last.error.clone()))
+            .unwrap_or_else(|| FetchError::Network("no source to try".into()));
+        self.report.emit(&Event::Failed {
+            id: &job.request.id,
+            error: &error,
+            attempts: &job.attempts,
+        });
+    }
+
+    /// End a download whose attempt was under way (cancel, shutdown): the attempt is
+    /// recorded with `error`, and the download fails with it.
+    pub(super) fn stop_attempt(&mut self, key: usize, error: FetchError) {
+        self.downloads[key].job.record(error.clone());
+        self.fail(key, Some(error));
+    }
+}
+
+/// Every source a download could use (its URLs, or its mirror set's bases).
+fn candidates(source: &Source, mirrors: &Mirrors) -> Vec<String> {
+    match source {
+        Source::Urls(urls) => urls.clone(),
+        Source::Mirror { set, .. } => mirrors
+            .bases(set)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default(),
+    }
+}

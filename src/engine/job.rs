@@ -1,0 +1,56 @@
+//! A download's history across attempts: the request, the source of its next attempt, the
+//! sources tried and ruled out, and every failed attempt.
+
+use std::time::Instant;
+
+use crate::api::{Attempt, Download};
+
+/// A download request and what has happened to it so far.
+pub(crate) struct Job {
+    pub request: Download,
+    /// Order of arrival; breaks priority ties (FIFO) and tells a queued entry from a
+    /// later download that reused its key.
+    pub seq: u64,
+    /// The URL of the current (or next) attempt.
+    pub url: String,
+    /// Where that URL came from: a mirror's base URL, or the URL itself for `url`/`urls`.
+    pub origin: String,
+    /// The scheduler slot the attempt counts against (a mirror, or a host).
+    pub slot: String,
+    /// What the running attempt costs in the scheduler's units (see `policy::scheduler`).
+    pub cost: usize,
+    /// Origins tried so far, and origins ruled out for this download.
+    pub tried: Vec<String>,
+    pub excluded: Vec<String>,
+    /// Transient failures so far (drives the backoff).
+    pub transient_failures: u32,
+    /// Every failed attempt, for `done` and `failed`.
+    pub attempts: Vec<Attempt>,
+    pub received_at: Instant,
+}
+
+impl Job {
+    pub fn new(request: Download, seq: u64) -> Job {
+        Job {
+            request,
+            seq,
+            url: String::new(),
+            origin: String::new(),
+            slot: String::new(),
+            cost: 0,
+            tried: Vec::new(),
+            excluded: Vec::new(),
+            transient_failures: 0,
+            attempts: Vec::new(),
+            received_at: Instant::now(),
+        }
+    }
+
+    /// Record a failed attempt at the current URL.
+    pub fn record(&mut self, error: crate::error::FetchError) {
+        self.attempts.push(Attempt {
+            url: self.url.clone(),
+            error,
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! What the front asks: reading stdin lines into the front, and carrying out the requests it
+//! submits (downloads, mirror sets, cancels), or refusing them.
+
+use crate::api::{Event, Request, Source, Ticket};
+use crate::engine::downloads::State;
+use crate::engine::job::Job;
+use crate::engine::Engine;
+use crate::error::FetchError;
+use crate::front::Line;
+use crate::io::stdin::ReadState;
+
+/// Bytes of stdin read per turn before the loop serves sockets again.
+const INPUT_BUDGET: usize = 256 * 1024;
+
+/// The lines of one read, copied out of the reader so that each can be handed to the front
+/// and carried out before the next (a refusal of line 2 is written before anything about
+/// line 3). Reused from turn to turn.
+#[derive(Default)]
+pub(crate) struct LineBatch {
+    bytes: Vec<u8>,
+    /// Line number, and the span of its bytes (`None`: the line was too long).
+    lines: Vec<(u64, Option<(usize, usize)>)>,
+}
+
+impl Engine {
+    pub(super) fn read_input(&mut self) {
+        let Some(input) = self.input.as_mut() else {
+            self.input_pending = false;
+            return;
+        };
+        let mut batch = std::mem::take(&mut self.lines);
+        let state = input.read(INPUT_BUDGET, |line| match line {
+            Line::Text(no, text) => {
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(text);
+                batch.lines.push((no, Some((start, batch.bytes.len()))));
+            }
+            Line::TooLong(no) => batch.lines.push((no, None)),
+        });
+        self.input_pending = state == ReadState::More;
+        for &(no, span) in &batch.lines {
+            let line = match span {
+                Some((start, end)) => Line::Text(no, &batch.bytes[start..end]),
+                None => Line::TooLong(no),
+            };
+            self.report.input(line);
+            self.carry_out_submissions();
+        }
+        batch.bytes.clear();
+        batch.lines.clear();
+        self.lines = batch;
+    }
+
+    /// Carry out what the front submitted, in order.
+    pub(super) fn carry_out_submissions(&mut self) {
+        while self.report.has_submissions() {
+            for (ticket, request) in self.report.take_submissions() {
+                self.carry_out(ticket, request);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, ticket: Ticket, mut request: Request) {
+        if let Err(error) = request.validate() {
+            return self.refuse(ticket, request.id(), error);
+        }
+        match request {
+            Request::Download(download) => self.accept_download(ticket, *download),
+            Request::Mirrors(set) => {
+                let default = self.options.max_per_mirror as usize;
+                self.mirrors.declare(set, default);
+            }
+            Request::Cancel { id } => self.cancel(ticket, &id),
+        }
+    }
+
+    fn refuse(&mut self, ticket: Ticket, id: Option<&str>, error: FetchError) {
+        self.report.emit(&Event::Refused {
+            ticket,
+            id,
+            error: &error,
+        });
+    }
+
+    fn accept_download(&mut self, ticket: Ticket, download: crate::api::Download) {
+        let refusal = if self.downloads.key_of(&download.id).is_some() {
+            Some(format!(
+                "id `{}` is already in use by an unfinished download",
+                download.id
+            ))
+        } else if let Source::Mirror { set, .. } = &download.source {
+            self.mirrors
+                .bases(set)
+                .is_none()
+                .then(|| format!("no mirror set `{set}` has been declared (op `mirrors`)"))
+        } else {
+            None
+        };
+        if let Some(message) = refusal {
+            let error = FetchError::InvalidRequest(message);
+            return self.refuse(ticket, Some(&download.id), error);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let key = self.downloads.insert(Job::new(download, seq));
+        self.enqueue(key);
+    }
+
+    fn cancel(&mut self, ticket: Ticket, id: &str) {
+        let Some(key) = self.downloads.key_of(id) else {
+            let error = FetchError::InvalidRequest(format!("no unfinished download has id `{id}`"));
+            return self.refuse(ticket, Some(id), error);
+        };
+        match &self.downloads[key].state {
+            State::Queued => {
+                self.scheduler.cancel(self.downloads[key].job.seq);
+                self.fail(key, Some(FetchError::Cancelled));
+            }
+            State::Active(_) => {
+                let (sink, _) = self.detach(key);
+                keep_if_resumable(sink);
+                self.stop_attempt(key, FetchError::Cancelled);
+            }
+            State::Hashing(_) => {
+                // Dropping the sink removes the file; the worker's answer finds nobody.
+                let State::Hashing(hashing) =
+                    std::mem::replace(&mut self.downloads[key].state, State::Queued)
+                else {
+                    unreachable!()
+                };
+                self.hashing_held -= hashing.held;
+                self.stop_attempt(key, FetchError::Cancelled);
+            }
+            State::Placing(_) => {
+                // Verified and being written: too late to cancel; `done` follows.
+                let error = FetchError::InvalidRequest(format!(
+                    "download `{id}` is verified and being put in place; it cannot be cancelled"
+                ));
+                self.refuse(ticket, Some(id), error);
+            }
+        }
+    }
+}
+
+/// A download stopped by cancel or shutdown keeps its bytes if it is resumable.
+pub(super) fn keep_if_resumable(sink: Option<crate::body::sink::Sink>) {
+    if let Some(mut sink) = sink {
+        sink.keep_partial();
+    }
+}

@@ -1,0 +1,128 @@
+//! The JSON Lines front's parsing and event lines.
+
+use super::*;
+use crate::error::ErrorKind;
+
+/// What the front parses, as the engine then validates it.
+fn parse(line: &str) -> Result<Request, Rejected> {
+    let mut request = parse_request(line.as_bytes())?;
+    let id = request.id().map(str::to_owned);
+    request
+        .validate()
+        .map(|()| request)
+        .map_err(|error| Rejected { id, error })
+}
+
+fn rejected(line: &str) -> Rejected {
+    match parse(line) {
+        Ok(r) => panic!("accepted {line}: {r:?}"),
+        Err(r) => r,
+    }
+}
+
+const SHA: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+#[test]
+fn accepts_a_full_download() {
+    let line = format!(
+        r#"{{"op":"download","id":"a","url":"http://h/x","dest":"/tmp/x","size":3,
+           "hashes":{{"sha256":"{}"}},"headers":{{"X-A":"1"}},"priority":-2,
+           "progress":true,"x-mine":{{"any":1}}}}"#,
+        SHA.to_uppercase()
+    );
+    let Request::Download(d) = parse(&line).unwrap() else {
+        panic!()
+    };
+    assert_eq!(d.source, Source::Urls(vec!["http://h/x".into()]));
+    assert_eq!(d.hashes, vec![(Algorithm::Sha256, SHA.to_string())]);
+    assert_eq!(d.priority, -2);
+    assert!(d.progress);
+}
+
+#[test]
+fn rejects_typos_but_ignores_x_fields() {
+    let r = rejected(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","szie":1}"#);
+    assert_eq!(r.id.as_deref(), Some("a"));
+    assert!(r.error.to_string().contains("szie"), "{}", r.error);
+}
+
+#[test]
+fn rejects_bad_inputs_with_the_id_when_known() {
+    for line in [
+        "not json",
+        "[1,2]",
+        r#"{"id":"a"}"#,
+        r#"{"op":"frobnicate","id":"a"}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x"}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","hashes":{"sha256":"zz"}}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","hashes":{"crc32":"00"}}"#,
+        r#"{"op":"download","id":"a","url":"http://h/a b","dest":"/t"}"#,
+        "{\"op\":\"download\",\"id\":\"a\",\"url\":\"http://h/\\u0007\",\"dest\":\"/t\"}",
+        r#"{"op":"download","id":"a","url":"http://h/x","urls":["http://h/y"],"dest":"/t"}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t/"}"#,
+        r#"{"op":"download","id":"","url":"http://h/x","dest":"/t"}"#,
+    ] {
+        let r = rejected(line);
+        assert_eq!(r.error.kind(), ErrorKind::InvalidRequest, "{line}");
+    }
+}
+
+#[test]
+fn mirror_sources_and_sets() {
+    let Request::Download(d) = parse(
+        r#"{"op":"download","id":"a","mirror":"f","path":"/P/a.rpm","dest":"/t","resume":true}"#,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        d.source,
+        Source::Mirror {
+            set: "f".into(),
+            path: "P/a.rpm".into()
+        }
+    );
+    assert!(d.resume);
+    let Request::Mirrors(m) = parse(
+        r#"{"op":"mirrors","set":"f","urls":["http://a/x","http://b/y/"],"max_per_mirror":2}"#,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(m.urls, vec!["http://a/x/", "http://b/y/"]);
+    for bad in [
+        r#"{"op":"download","id":"a","mirror":"f","dest":"/t"}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","mirror":"f","path":"p","dest":"/t"}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","range":{"start":5,"end":1}}"#,
+        r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","range":{"start":0,"end":1},"resume":true}"#,
+        r#"{"op":"mirrors","set":"f","urls":[]}"#,
+        r#"{"op":"mirrors","set":"f","urls":["http://a/"],"max_per_mirror":0}"#,
+    ] {
+        assert!(parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn unsupported_scheme_has_its_own_kind() {
+    let r = rejected(r#"{"op":"download","id":"a","url":"gopher://h/x","dest":"/t"}"#);
+    assert_eq!(r.error.kind(), ErrorKind::UnsupportedScheme);
+}
+
+#[test]
+fn events_serialize_with_their_tag() {
+    let mut out = Vec::new();
+    write_line(
+        &mut out,
+        &Wire::Bye {
+            ok: 1,
+            failed: 2,
+            invalid: 0,
+            bytes: 3,
+            elapsed_ms: 4,
+        },
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\"event\":\"bye\",\"ok\":1,\"failed\":2,\"invalid\":0,\"bytes\":3,\"elapsed_ms\":4}\n"
+    );
+}

@@ -1,0 +1,53 @@
+//! libcurl's errors, classified into the error kinds clients branch on (docs/design.md has
+//! the table): resolve → `dns`, connect → `connect`, TLS → `tls`, and so on.
+
+use crate::error::FetchError;
+
+/// Classify a libcurl error. `status` is the last HTTP status seen (0 if none).
+pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
+    let text = match err.extra_description() {
+        Some(extra) => format!("{} ({})", err.description(), extra),
+        None => err.description().to_string(),
+    };
+    if err.is_http_returned_error() && status >= 400 {
+        FetchError::HttpStatus { status }
+    } else if err.is_couldnt_resolve_host() || err.is_couldnt_resolve_proxy() {
+        FetchError::Dns(text)
+    } else if err.is_couldnt_connect() {
+        FetchError::Connect(text)
+    } else if err.is_ssl_connect_error()
+        || err.is_peer_failed_verification()
+        || err.is_ssl_certproblem()
+        || err.is_ssl_cipher()
+        || err.is_ssl_cacert_badfile()
+        || err.is_ssl_crl_badfile()
+        || err.is_ssl_shutdown_failed()
+        || err.is_ssl_engine_notfound()
+        || err.is_ssl_engine_setfailed()
+        || err.is_ssl_engine_initfailed()
+        || err.is_ssl_issuer_error()
+    {
+        FetchError::Tls(text)
+    } else if err.is_operation_timedout() {
+        // libcurl reports the low-speed guard and the timeouts with one code.
+        if text.contains("too slow") {
+            FetchError::TooSlow(text)
+        } else {
+            FetchError::Timeout(text)
+        }
+    } else if err.is_too_many_redirects() {
+        FetchError::TooManyRedirects(text)
+    } else if err.is_unsupported_protocol() {
+        FetchError::UnsupportedScheme(text)
+    } else if err.is_partial_file() {
+        FetchError::Truncated(text)
+    } else if err.is_range_error() {
+        FetchError::RangeNotSatisfied(text)
+    } else if err.is_file_couldnt_read_file() || err.code() == curl_sys::CURLE_REMOTE_FILE_NOT_FOUND
+    {
+        // file:// and ftp:// have no HTTP status to report.
+        FetchError::NotFound(text)
+    } else {
+        FetchError::Network(text)
+    }
+}

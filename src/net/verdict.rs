@@ -1,0 +1,50 @@
+//! The verdict on a finished attempt: curl's result and the response head turned into
+//! success or one [`FetchError`], before the bytes are verified.
+
+use crate::error::FetchError;
+use crate::net::classify::classify;
+use crate::net::transfer::{BodyMode, Transfer};
+
+/// The verdict on a finished attempt, before the bytes are verified.
+pub(crate) enum Verdict {
+    /// A body to verify and place.
+    Body,
+    /// 304 to a conditional request: `dest` stays as it is.
+    NotModified,
+    /// 416 to a resume whose partial already holds the whole file: verify the partial.
+    PartialComplete,
+    /// 416 to a resume whose partial does not fit the file: drop it and start over.
+    PartialStale,
+    Failed(FetchError),
+}
+
+/// Judge curl's `result` for an attempt that received `transfer`'s response.
+pub(crate) fn judge(
+    transfer: &mut Transfer,
+    result: Result<(), curl::Error>,
+    status: u32,
+) -> Verdict {
+    let (conditional, size) = (transfer.conditional, transfer.size);
+    let error = match (transfer.failure.take(), result) {
+        (Some(failure), _) => failure,
+        (None, Err(_)) if transfer.complete_early => return Verdict::Body,
+        (None, Err(err)) => classify(&err, status),
+        (None, Ok(())) if !transfer.http => return Verdict::Body,
+        (None, Ok(())) if status == 304 && conditional => return Verdict::NotModified,
+        (None, Ok(())) if status == 206 && transfer.mode == BodyMode::Whole => {
+            FetchError::HttpStatus { status }
+        }
+        (None, Ok(())) if (200..300).contains(&status) => return Verdict::Body,
+        (None, Ok(())) => FetchError::HttpStatus { status },
+    };
+    if let (BodyMode::Resume { offset }, Some(416)) = (transfer.mode, error.status()) {
+        let total = transfer.head.content_range.and_then(|r| r.total);
+        let expected = size.or(total);
+        return if expected == Some(offset) {
+            Verdict::PartialComplete
+        } else {
+            Verdict::PartialStale
+        };
+    }
+    Verdict::Failed(error)
+}
