@@ -21,6 +21,8 @@ mod job;
 mod report;
 mod requests;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -47,6 +49,30 @@ use crate::policy::scheduler::Scheduler;
 use downloads::Downloads;
 use report::{Progress, Report};
 use requests::LineBatch;
+
+/// One turn's work after the wait, in order (the module's doc says why this order); skipped
+/// once a signal has stopped the run.
+const TURN: [fn(&mut Engine); 11] = [
+    Engine::read_pending_input,
+    Engine::serve_curl_timer,
+    Engine::requeue_due_retries,
+    Engine::collect_finished,
+    Engine::collect_hashed,
+    Engine::collect_placed,
+    Engine::collect_alpn,
+    Engine::admit,
+    Engine::spread_streams,
+    Engine::report_progress,
+    Engine::tick_front,
+];
+
+/// What follows a wait.
+enum Next {
+    Work,
+    Finish,
+    /// Polling failed: everything was aborted, the run ends without last words (status 2).
+    Broken,
+}
 
 const STDIN: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -191,64 +217,78 @@ impl Engine {
     /// Turn the loop until the input has ended and no download is left (or a signal or a
     /// closed stdout stops it); returns the front's exit status.
     pub fn run(mut self) -> i32 {
+        self.begin();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            match self.wait(&mut events) {
+                Next::Work if self.stop.is_some() => {}
+                Next::Work => TURN.iter().for_each(|step| step(&mut self)),
+                Next::Finish => return self.end(),
+                Next::Broken => return 2,
+            }
+        }
+    }
+
+    fn begin(&mut self) {
         let about = About {
             version: env!("CARGO_PKG_VERSION"),
             libcurl: &self.libcurl_version,
             http2: self.has_http2,
         };
         self.report.start(&about);
-        let mut events = Events::with_capacity(1024);
-        loop {
-            self.carry_out_submissions();
-            self.report.flush();
-            if self.report.output_closed() && self.stop.is_none() {
-                self.stop = Some(Stop::OutputClosed);
-                self.abort_all();
-            }
-            if self.stop.is_some() || self.all_done() {
-                break;
-            }
-            let timeout = self.poll_timeout();
-            if let Err(err) = self.poll.poll(&mut events, timeout) {
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                eprintln!("fetchmux: poll failed: {err}");
-                self.abort_all();
-                self.report.close();
-                return 2;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    STDIN | WAKER => self.input_pending = self.input.is_some(),
-                    SIGNALS => self.on_signals(),
-                    STDOUT => self.report.on_stdout_event(event),
-                    token => self.on_socket(token, event),
-                }
-            }
-            if self.stop.is_some() {
-                continue;
-            }
-            if self.input_pending {
-                self.read_input();
-            }
-            self.serve_curl_timer();
-            self.requeue_due_retries();
-            self.collect_finished();
-            self.collect_hashed();
-            self.collect_placed();
-            self.collect_alpn();
-            self.admit();
-            self.spread_streams();
-            self.report_progress();
-            self.front_wake = self.report.tick(Instant::now());
+    }
+
+    /// Hand out the last turn's output, then wait for readiness or the nearest deadline and
+    /// dispatch what is ready; says whether the turn's work follows or the run is over.
+    fn wait(&mut self, events: &mut Events) -> Next {
+        self.carry_out_submissions();
+        self.report.flush();
+        if self.report.output_closed() && self.stop.is_none() {
+            self.stop = Some(Stop::OutputClosed);
+            self.abort_all();
         }
+        if self.stop.is_some() || self.all_done() {
+            return Next::Finish;
+        }
+        let timeout = self.poll_timeout();
+        if let Err(err) = self.poll.poll(events, timeout) {
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                return Next::Work;
+            }
+            eprintln!("fetchmux: poll failed: {err}");
+            self.abort_all();
+            self.report.close();
+            return Next::Broken;
+        }
+        for event in events.iter() {
+            match event.token() {
+                STDIN | WAKER => self.input_pending = self.input.is_some(),
+                SIGNALS => self.on_signals(),
+                STDOUT => self.report.on_stdout_event(event),
+                token => self.on_socket(token, event),
+            }
+        }
+        Next::Work
+    }
+
+    /// The front's last words; returns its exit status.
+    fn end(mut self) -> i32 {
         let summary = Summary {
             bytes: self.network_bytes,
             elapsed: self.started.elapsed(),
             stop: self.stop,
         };
         self.report.finish(&summary)
+    }
+
+    fn read_pending_input(&mut self) {
+        if self.input_pending {
+            self.read_input();
+        }
+    }
+
+    fn tick_front(&mut self) {
+        self.front_wake = self.report.tick(Instant::now());
     }
 
     /// The input has ended, nothing waits to be carried out, and no download is left.

@@ -60,7 +60,7 @@ impl Engine {
         }
     }
 
-    fn carry_out(&mut self, ticket: Ticket, mut request: Request) {
+    pub(super) fn carry_out(&mut self, ticket: Ticket, mut request: Request) {
         if let Err(error) = request.validate() {
             return self.refuse(ticket, request.id(), error);
         }
