@@ -18,6 +18,7 @@ mod admission;
 mod conclusion;
 mod downloads;
 mod job;
+mod progress;
 mod report;
 mod requests;
 mod stop;
@@ -41,14 +42,13 @@ use crate::body::known_files::KnownFiles;
 use crate::body::placer::{self, Placer};
 use crate::config::Options;
 use crate::front::Front;
-use crate::io::stdin::Input;
+use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
 use crate::net::transfer::Transfer;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 use downloads::Downloads;
 use report::{Progress, Report};
-use requests::LineBatch;
 
 /// One turn's work after the wait, in order (the module's doc says why this order); skipped
 /// once a signal has stopped the run.

@@ -1,4 +1,4 @@
-//! Telling the front: events as they happen, throttled progress, and stdout.
+//! Telling the front: events as they happen, and stdout; which transfers want progress.
 //!
 //! The front writes into the stdout buffer and may submit requests from any call; the
 //! engine carries submissions out at set points of the loop (never in the middle of a
@@ -6,18 +6,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::{Registry, Token, Waker};
 
 use crate::api::{About, Event, Request, Summary, Ticket};
-use crate::engine::downloads::State;
-use crate::engine::Engine;
 use crate::front::{Front, Io, Line};
 use crate::io::stdout::Output;
-
-/// Minimum time between two `progress` events of one transfer.
-const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// The front, stdout, and what the front has submitted but the engine not yet carried out.
 pub(crate) struct Report {
@@ -98,8 +93,8 @@ impl Report {
 /// Active downloads that asked for progress events, and when to next report them.
 #[derive(Default)]
 pub(crate) struct Progress {
-    wanted: BTreeSet<usize>,
-    next: Option<Instant>,
+    pub wanted: BTreeSet<usize>,
+    pub next: Option<Instant>,
 }
 
 impl Progress {
@@ -118,35 +113,5 @@ impl Progress {
     /// When the next report is due, while some transfer wants one.
     pub fn next_due(&self) -> Option<Instant> {
         self.next
-    }
-}
-
-impl Engine {
-    /// A `progress` event for each watched transfer that received bytes since the last one,
-    /// at most every [`PROGRESS_EVERY`].
-    pub(super) fn report_progress(&mut self) {
-        let now = Instant::now();
-        if self.progress.next.is_none_or(|next| now < next) {
-            return;
-        }
-        self.progress.next = Some(now + PROGRESS_EVERY);
-        for &key in &self.progress.wanted {
-            let download = &mut self.downloads[key];
-            let State::Active(handle) = &mut download.state else {
-                continue;
-            };
-            let transfer = handle.get_mut();
-            let received = transfer.received();
-            if received == transfer.reported {
-                continue;
-            }
-            let request = &download.job.request;
-            self.report.emit(&Event::Progress {
-                id: &request.id,
-                bytes: received,
-                total: request.size.or(transfer.head.content_length),
-            });
-            transfer.reported = received;
-        }
     }
 }

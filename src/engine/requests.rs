@@ -6,21 +6,10 @@ use crate::engine::downloads::State;
 use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
-use crate::front::Line;
 use crate::io::stdin::ReadState;
 
 /// Bytes of stdin read per turn before the loop serves sockets again.
 const INPUT_BUDGET: usize = 256 * 1024;
-
-/// The lines of one read, copied out of the reader so that each can be handed to the front
-/// and carried out before the next (a refusal of line 2 is written before anything about
-/// line 3). Reused from turn to turn.
-#[derive(Default)]
-pub(crate) struct LineBatch {
-    bytes: Vec<u8>,
-    /// Line number, and the span of its bytes (`None`: the line was too long).
-    lines: Vec<(u64, Option<(usize, usize)>)>,
-}
 
 impl Engine {
     pub(super) fn read_input(&mut self) {
@@ -28,26 +17,16 @@ impl Engine {
             self.input_pending = false;
             return;
         };
+        // Each line is handed to the front and carried out before the next, so that a refusal
+        // of line 2 is written before anything about line 3.
         let mut batch = std::mem::take(&mut self.lines);
-        let state = input.read(INPUT_BUDGET, |line| match line {
-            Line::Text(no, text) => {
-                let start = batch.bytes.len();
-                batch.bytes.extend_from_slice(text);
-                batch.lines.push((no, Some((start, batch.bytes.len()))));
-            }
-            Line::TooLong(no) => batch.lines.push((no, None)),
-        });
+        let state = input.read(INPUT_BUDGET, |line| batch.push(line));
         self.input_pending = state == ReadState::More;
-        for &(no, span) in &batch.lines {
-            let line = match span {
-                Some((start, end)) => Line::Text(no, &batch.bytes[start..end]),
-                None => Line::TooLong(no),
-            };
+        for line in batch.lines() {
             self.report.input(line);
             self.carry_out_submissions();
         }
-        batch.bytes.clear();
-        batch.lines.clear();
+        batch.clear();
         self.lines = batch;
     }
 

@@ -30,6 +30,40 @@ pub enum Line<'a> {
     TooLong(u64),
 }
 
+/// The lines of one [`Input::read`], copied out of the reader so that the engine can hand
+/// each to the front in turn. Reused from read to read.
+#[derive(Default)]
+pub(crate) struct LineBatch {
+    bytes: Vec<u8>,
+    /// Line number, and the span of its bytes (`None`: the line was too long).
+    lines: Vec<(u64, Option<(usize, usize)>)>,
+}
+
+impl LineBatch {
+    pub fn push(&mut self, line: Line<'_>) {
+        match line {
+            Line::Text(no, text) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(text);
+                self.lines.push((no, Some((start, self.bytes.len()))));
+            }
+            Line::TooLong(no) => self.lines.push((no, None)),
+        }
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.lines.iter().map(|&(no, span)| match span {
+            Some((start, end)) => Line::Text(no, &self.bytes[start..end]),
+            None => Line::TooLong(no),
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lines.clear();
+    }
+}
+
 /// Whether more input may be waiting after a call to [`Input::read`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadState {
