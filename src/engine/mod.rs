@@ -27,7 +27,7 @@ use slab::Slab;
 use crate::body::hasher::{Answer, Hasher};
 use crate::body::known_files::KnownFiles;
 use crate::body::placer::{self, Placer};
-use crate::body::sink::{self, Placed, Sink};
+use crate::body::sink::{self, Sink, Verified};
 use crate::config::Options;
 use crate::error::{Disposition, FetchError};
 use crate::io::stdin::{Input, Line, ReadState};
@@ -69,7 +69,7 @@ enum Live {
 /// A verified body the placing worker is writing; `done` follows when it is in place.
 struct Placing {
     job: Box<Job>,
-    placed: Placed,
+    placed: Verified,
     head: ResponseHead,
     status: u32,
     elapsed: Duration,
@@ -99,7 +99,7 @@ struct Concluding {
 
 /// How a successful attempt ended.
 struct Success<'a> {
-    placed: Option<&'a Placed>,
+    placed: Option<&'a Verified>,
     url: Option<&'a str>,
     status: Option<u32>,
     head: Option<&'a ResponseHead>,
@@ -773,7 +773,7 @@ impl Engine {
     fn collect_hashed(&mut self) {
         while let Ok(answer) = self.hashed.try_recv() {
             let (key, answer) = match answer {
-                Answer::Hashed(key, answer) => (key, answer),
+                Answer::Hashed { lane, result, .. } => (lane, result),
                 Answer::Unpause(token) => {
                     // The token may since belong to another transfer: unpausing one that
                     // is not paused does nothing.
@@ -865,7 +865,7 @@ impl Engine {
     fn succeeded(
         &mut self,
         job: Box<Job>,
-        placed: Option<&Placed>,
+        placed: Option<&Verified>,
         head: &ResponseHead,
         status: u32,
         elapsed: Duration,

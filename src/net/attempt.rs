@@ -15,13 +15,11 @@ use curl::easy::{Easy2, HttpVersion, List};
 
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
+use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
 use crate::error::FetchError;
 use crate::net::transfer::{BodyMode, Job, Transfer};
 use crate::protocol;
-
-/// libcurl's receive buffer per transfer.
-pub const RECEIVE_BUFFER: usize = 64 * 1024;
 
 /// A configured handle for the job's current URL. A recycled handle (from an attempt that
 /// ended) already carries the helper-wide options, so only the request's own are set:
@@ -37,7 +35,7 @@ pub fn build(
 ) -> Result<Easy2<Transfer>, (Box<Job>, FetchError)> {
     let (mut sink, mode, if_range) = receiving_end(&job, options);
     if mode == BodyMode::Whole {
-        sink.hash_large_bodies_with(hasher, token);
+        sink.hash_on_worker(hasher, token);
         sink.buffer_small_bodies(buffer);
     }
     let http = is_http(job.url());
@@ -138,7 +136,7 @@ fn configure_handle(
         easy.low_speed_limit(options.low_speed_limit)?;
         easy.low_speed_time(Duration::from_secs(options.low_speed_time))?;
     }
-    easy.buffer_size(RECEIVE_BUFFER)?;
+    easy.buffer_size(CURL_RECEIVE_BUFFER)?;
     if http2 {
         easy.http_version(HttpVersion::V2TLS)?;
     }
