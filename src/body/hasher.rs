@@ -1,10 +1,10 @@
-//! Large bodies are hashed and written on worker threads, so that one event loop can
-//! receive several large files at the speed of the machine rather than of one core.
+//! Bodies of 128 KiB and more are hashed and written on worker threads, so that one event
+//! loop can receive several big files at the speed of the machine rather than of one core.
 //!
 //! SHA-256 runs at about 1.3–1.7 GB/s on one core here; receiving over loopback, hashing and
 //! writing on the loop's thread topped out near 0.7 GB/s (`make bench`, scenario C), and
 //! hashing 1,000 × 256 KiB on it cost more than the peers needed for the whole job (B). So
-//! the sink of a whole body of 128 KiB or more copies curl's pieces into owned buffers (1 MiB,
+//! the sink of a whole body of 128 KiB or more (`sink::WORKER_FROM`) copies curl's pieces into owned buffers (1 MiB,
 //! or the whole body if smaller) and hands each full buffer to a worker, which feeds it to the digests and writes it to the temporary
 //! file, in order, then gives the buffer back. The bytes are still hashed as they stream
 //! in, exactly once, and never read back from the file.
@@ -14,10 +14,10 @@
 //! worker, on giving a buffer back to a paused body, asks the engine to unpause it
 //! ([`Answer::Unpause`]). When curl reports the body complete, the sink hands over its last
 //! buffer and asks for the digests; the worker answers when everything is written
-//! ([`Answer::Hashed`]), waking the loop through its `Waker`, and the engine then verifies and
+//! ([`Answer::Hashed`], with the transfer's token and the lane's id), waking the loop through its `Waker`, and the engine then verifies and
 //! places the file as for any other body. The loop never waits for a worker.
 //!
-//! The workers (one per core, at most [`MAX_WORKERS`]) start when the first large body
+//! The workers (one per core, at most [`MAX_WORKERS`]) start when the first body for them
 //! arrives; a helper that never sees one never starts them. A body's buffers all go to one
 //! worker, so they are hashed and written in order.
 
@@ -30,20 +30,24 @@ use std::sync::{Arc, Mutex, OnceLock};
 use mio::Waker;
 
 use crate::body::digest::Digests;
+use crate::body::fs::write_in_pieces;
+use crate::body::CURL_RECEIVE_BUFFER;
 use crate::error::FetchError;
 
 /// Most worker threads, whatever the number of cores.
 const MAX_WORKERS: usize = 4;
 /// A buffer is handed over once it holds this many bytes (or the whole body, if smaller).
 const CHUNK: usize = 1 << 20;
-/// Buffers per body: what one large body may hold in memory.
+/// Buffers per body: what one body on a worker may hold in memory.
 const BUFFERS: usize = 4;
 /// Room beyond a chunk so that one of curl's pieces (at most its receive buffer) fits whole.
-const SLACK: usize = crate::body::CURL_RECEIVE_BUFFER;
+const SLACK: usize = CURL_RECEIVE_BUFFER;
 
 /// What the workers tell the engine.
 pub enum Answer {
-    /// The digests of a finished body (or why its bytes could not be written).
+    /// The digests of a finished body (or why its bytes could not be written), for the
+    /// transfer with curl token `token`, whose sink's lane had the id `lane` (what
+    /// [`Lane::finish`] returned: a token is reused, a lane id is not).
     Hashed {
         token: usize,
         lane: u64,
@@ -312,8 +316,9 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                 };
                 if body.failed.is_none() {
                     body.digests.update(&buf);
-                    if let Err(e) = crate::body::sink::write_in_pieces(&mut body.file, &buf) {
-                        body.failed = Some(FetchError::io("writing a large body", &e));
+                    if let Err(e) = write_in_pieces(&mut body.file, &buf) {
+                        body.failed =
+                            Some(FetchError::io("writing a body on a hashing worker", &e));
                         body.shared.failed.store(true, Ordering::Release);
                     }
                 }
@@ -334,12 +339,12 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                     Some(error) => Err(error),
                     None => Ok(*body.digests),
                 };
-                let hashed = Answer::Hashed {
+                let answer = Answer::Hashed {
                     token: body.shared.token,
                     lane: id,
                     result: answer,
                 };
-                if answers.send(hashed).is_err() {
+                if answers.send(answer).is_err() {
                     return;
                 }
                 let _ = waker.wake();
@@ -423,12 +428,12 @@ mod tests {
         let digests = loop {
             match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
                 Answer::Hashed {
-                    lane: got,
-                    result: digests,
-                    ..
+                    token,
+                    lane,
+                    result,
                 } => {
-                    assert_eq!(got, id);
-                    break digests.unwrap();
+                    assert_eq!((token, lane), (7, id));
+                    break result.unwrap();
                 }
                 Answer::Unpause(_) => continue,
             }

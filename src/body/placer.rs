@@ -14,10 +14,7 @@
 //! is a named temporary file renamed over `dest`. The worker keeps the last directory open,
 //! so a run of files into one directory does not walk its path again for every file.
 
-use std::ffi::{CStr, CString};
-use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -25,7 +22,7 @@ use std::sync::Arc;
 
 use mio::Waker;
 
-use crate::body::sink::write_in_pieces;
+use crate::body::fs;
 
 /// Verified bytes and where they go.
 #[derive(Debug)]
@@ -138,40 +135,30 @@ struct Directory {
     fd: Option<OwnedFd>,
     /// `O_TMPFILE` failed here: named temporary files instead.
     no_tmpfile: bool,
-    seq: u64,
 }
 
 impl Directory {
     /// Write `bytes` to a new file and give it the name `dest`, replacing what is there.
     fn place(&mut self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        let dir = match dest.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = CString::new(dest.file_name().unwrap_or_default().as_bytes())?;
-        let dirfd = self.open(dir)?;
+        let name = dest.file_name().unwrap_or_default();
+        let c_name = fs::c_path(name)?;
+        let dirfd = self.open(fs::parent(dest))?;
         if !self.no_tmpfile {
-            match openat(dirfd, c".", libc::O_TMPFILE | libc::O_WRONLY) {
+            match fs::open_anonymous(dirfd, c".") {
                 Ok(file) => {
-                    let file = File::from(file);
-                    write_in_pieces(&mut &file, bytes)?;
-                    return link_in(&file, dirfd, &name, || self.temp_name(dest));
+                    fs::write_in_pieces(&mut &file, bytes)?;
+                    return fs::link_in(&file, dirfd, &c_name, || fs::c_path(fs::temp_name(name)));
                 }
                 Err(e) if tmpfile_unsupported(&e) => self.no_tmpfile = true,
                 Err(e) => return Err(e),
             }
         }
-        let temp = self.temp_name(dest);
-        let file = File::from(openat(
-            dirfd,
-            &temp,
-            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
-        )?);
-        let written =
-            write_in_pieces(&mut &file, bytes).and_then(|()| renameat(dirfd, &temp, &name));
+        let temp = fs::c_path(fs::temp_name(name))?;
+        let file = fs::create_new(dirfd, &temp)?;
+        let written = fs::write_in_pieces(&mut &file, bytes)
+            .and_then(|()| fs::renameat(dirfd, &temp, &c_name));
         if written.is_err() {
-            // SAFETY: a valid directory descriptor and NUL-terminated name.
-            unsafe { libc::unlinkat(dirfd, temp.as_ptr(), 0) };
+            fs::unlinkat(dirfd, &temp);
         }
         written
     }
@@ -183,104 +170,12 @@ impl Directory {
             return Ok(fd.as_raw_fd());
         }
         self.fd = None;
-        let path = CString::new(dir.as_os_str().as_bytes())?;
+        let path = fs::c_path(dir)?;
         let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let fd = match openat(libc::AT_FDCWD, &path, flags) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                openat(libc::AT_FDCWD, &path, flags)?
-            }
-            other => other?,
-        };
+        let fd = fs::open_creating_dir(dir, || fs::openat(fs::CWD, &path, flags))?;
         self.path = dir.to_path_buf();
         self.no_tmpfile = false;
         Ok(self.fd.insert(fd).as_raw_fd())
-    }
-
-    /// `.name.<pid>.p<n>.fetchmux-tmp`: hidden, unique, recognisably ours.
-    fn temp_name(&mut self, dest: &Path) -> CString {
-        self.seq += 1;
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let pid = std::process::id();
-        let temp = format!(
-            ".{name}.{pid}.p{}{}",
-            self.seq,
-            crate::body::sink::TEMP_SUFFIX
-        );
-        CString::new(temp).expect("no NUL in a file name")
-    }
-}
-
-/// Link the anonymous `file` in as `name`; an existing `name` is replaced through a
-/// temporary name and a rename (linkat never replaces).
-fn link_in(
-    file: &File,
-    dirfd: RawFd,
-    name: &CStr,
-    temp_name: impl FnOnce() -> CString,
-) -> std::io::Result<()> {
-    match link(file, dirfd, name) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let temp = temp_name();
-            link(file, dirfd, &temp)?;
-            renameat(dirfd, &temp, name).inspect_err(|_| {
-                // SAFETY: a valid directory descriptor and NUL-terminated name.
-                unsafe { libc::unlinkat(dirfd, temp.as_ptr(), 0) };
-            })
-        }
-        other => other,
-    }
-}
-
-/// `linkat` of a descriptor: `AT_EMPTY_PATH` where allowed (no path walk), else through
-/// /proc, which needs no privilege.
-fn link(file: &File, dirfd: RawFd, name: &CStr) -> std::io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: valid descriptors and NUL-terminated paths, for this call and the next.
-    if unsafe { libc::linkat(fd, c"".as_ptr(), dirfd, name.as_ptr(), libc::AT_EMPTY_PATH) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    if !matches!(
-        err.raw_os_error(),
-        Some(libc::EPERM | libc::ENOENT | libc::EINVAL)
-    ) {
-        return Err(err);
-    }
-    let proc_path = CString::new(format!("/proc/self/fd/{fd}"))?;
-    let linked = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            proc_path.as_ptr(),
-            dirfd,
-            name.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if linked == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn openat(dirfd: RawFd, path: &CStr, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated path; the descriptor returned is ours to own.
-    let fd = unsafe { libc::openat(dirfd, path.as_ptr(), flags | libc::O_CLOEXEC, 0o666) };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: a fresh descriptor nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-}
-
-fn renameat(dirfd: RawFd, from: &CStr, to: &CStr) -> std::io::Result<()> {
-    // SAFETY: a valid directory descriptor and NUL-terminated names.
-    if unsafe { libc::renameat(dirfd, from.as_ptr(), dirfd, to.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

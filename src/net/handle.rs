@@ -45,7 +45,7 @@ pub(crate) fn build(
     let request = attempt.request;
     let (mut sink, mode, if_range) = receiving_end(request, options);
     if mode == BodyMode::Whole {
-        sink.hash_large_bodies_with(hasher, attempt.token);
+        sink.hash_on_worker(hasher, attempt.token);
         sink.buffer_small_bodies(attempt.buffer);
     }
     let mut transfer = Transfer::new(sink, mode, is_http(attempt.url));
