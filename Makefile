@@ -19,9 +19,11 @@ demo: build
 test: deps
 	$(CARGO) test --all-targets
 
+## Formatting, lints, and no import cycle between source files.
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	python3 scripts/import_cycles.py
 
 ## Benchmarks against curl, wget2, aria2 and a one-at-a-time baseline (root; installs
 ## nginx, curl, wget2, aria2 from Debian when missing; writes docs/benchmarks.md and

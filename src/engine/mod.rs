@@ -21,19 +21,18 @@ mod job;
 mod progress;
 mod report;
 mod requests;
+mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use curl::easy::Easy2;
 use curl::multi::Multi;
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use mio::{Events, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::api::{About, Stop, Summary};
@@ -146,74 +145,6 @@ pub fn run(options: Options, front: Box<dyn Front>) -> i32 {
 }
 
 impl Engine {
-    pub fn new(
-        options: Options,
-        front: Box<dyn Front>,
-    ) -> Result<Engine, Box<dyn std::error::Error>> {
-        let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
-
-        let mut multi = Multi::new();
-        let curl_io = CurlIo::install(&mut multi)?;
-        multi.pipelining(false, true)?;
-        let max_parallel = options.max_parallel as usize;
-        let max_per_host = options.max_per_host as usize;
-        let max_streams = options.max_streams as usize;
-        // curl's own caps match ours, so that queued work never opens extra connections and
-        // its connection cache does not hold more than we could use.
-        multi.set_max_total_connections(max_parallel)?;
-        multi.set_max_host_connections(max_per_host)?;
-        multi.set_max_connects(max_parallel)?;
-        multi.set_max_concurrent_streams(max_streams)?;
-
-        let version = curl::Version::get();
-        let (hasher, hashed) = Hasher::new(Arc::clone(&waker));
-        let (placer, placer_answers) = Placer::new(Arc::clone(&waker));
-        let input = front
-            .reads_stdin()
-            .then(|| Input::open(poll.registry(), STDIN, Arc::clone(&waker)));
-        let report = Report::new(front, waker, poll.registry(), STDOUT);
-        Ok(Engine {
-            scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
-            mirrors: Mirrors::default(),
-            options,
-            curl_io,
-            multi,
-            downloads: Downloads::default(),
-            spare_handles: Vec::new(),
-            input_pending: input.is_some(),
-            input,
-            lines: LineBatch::default(),
-            report,
-            progress: Progress::default(),
-            signals,
-            next_seq: 0,
-            network_bytes: 0,
-            started: Instant::now(),
-            stop: None,
-            finished: Vec::new(),
-            libcurl_version: version.version().to_string(),
-            has_http2: version.feature_http2(),
-            retry_wake: None,
-            front_wake: None,
-            hasher,
-            hashed,
-            hashing_held: 0,
-            placer,
-            placer_answers,
-            placing: 0,
-            spare_buffers: Vec::new(),
-            http1_slots: HashSet::new(),
-            alpn_learned: channel(),
-            known_files: KnownFiles::default(),
-            streams_per_connection: max_streams,
-            poll,
-        })
-    }
-
     /// Turn the loop until the input has ended and no download is left (or a signal or a
     /// closed stdout stops it); returns the front's exit status.
     pub fn run(mut self) -> i32 {
