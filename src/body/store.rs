@@ -8,7 +8,8 @@
 //! check has passed and it is linked in as `dest`, so a failed download, or a helper killed
 //! mid-transfer, leaves nothing behind, and a file costs one directory operation instead of
 //! two. A body too big for that, or a file system without it, gets a named temporary file
-//! renamed onto `dest`. A resumable download always has its [`Partial`], chosen before the
+//! renamed onto `dest`; a SIGKILL leaves that one behind (docs/design.md, "What a killed
+//! helper leaves"). A resumable download always has its [`Partial`], chosen before the
 //! first byte. A new kind of store (say, streaming to a file descriptor) is one more
 //! variant here.
 
