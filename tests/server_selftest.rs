@@ -371,6 +371,35 @@ fn trickle_sends_slowly_and_stops_when_the_client_goes() {
 }
 
 #[test]
+fn stall_sends_the_first_bytes_then_nothing() {
+    let server = TestServer::start();
+    let body = sample(1000);
+    server.add_file("s", body.clone());
+    let mut stream = connect(server.addr());
+    send(&mut stream, "GET", "/stall/300/s", &[], true);
+    let (status, headers) = read_head(&mut stream);
+    assert_eq!(status, 200);
+    assert!(headers.contains(&("content-length".into(), "1000".into())));
+    let mut got = vec![0u8; 300];
+    stream.read_exact(&mut got).unwrap();
+    assert_eq!(got, &body[..300]);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 100];
+    let err = stream
+        .read(&mut buf)
+        .expect_err("nothing after the first 300 bytes");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn endless_streams_until_the_client_goes() {
     let server = TestServer::start();
     let mut stream = connect(server.addr());

@@ -21,6 +21,7 @@
 //! | `/gzip/NAME` | as `/files/NAME`, labelled `Content-Encoding: gzip`, `Content-Type: application/gzip` |
 //! | `/lying/N/NAME` | `Content-Length: N`, then the whole file (longer or shorter), then close |
 //! | `/trickle/RATE/NAME` | the full `Content-Length`, then the body at RATE bytes a second |
+//! | `/stall/N/NAME` | the full `Content-Length`, the first N bytes, then nothing more until the server is dropped |
 //! | `/endless` | 200, chunked, zeros in 64 KiB chunks until the client goes away |
 //! | `/headers` | 200, the request's headers as `name: value` lines |
 //! | `/flaky/N/NAME[?retry_after=S]` | the first N requests get 503, later ones as `/files/NAME` |
@@ -593,6 +594,20 @@ async fn route(state: &State, takeover: &Takeover, request: Request<Incoming>) -
                         if at < body.len() {
                             tokio::time::sleep(pause).await;
                         }
+                    }
+                })
+            }
+            None => not_found(),
+        },
+        // A body that never finishes: the first n bytes at once, then the connection is held
+        // open, silent, until the server is dropped (a client that wants to act mid-body
+        // need not race the rest of it).
+        "stall" => match numbered_file(rest) {
+            Some((n, _, body)) => {
+                let keep = (n as usize).min(body.len());
+                streamed(Some(body.len()), move |mut tx| async move {
+                    if tx.send_data(body.slice(..keep)).await.is_ok() {
+                        std::future::pending::<()>().await;
                     }
                 })
             }
