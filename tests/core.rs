@@ -673,7 +673,7 @@ fn a_stalled_body_fails_as_too_slow() {
 }
 
 // A signal, or a closed stdout, in the middle of a body: one test per way of receiving a body
-// (src/sink.rs), each signalled only once the helper has reported the bytes sent so far as
+// (src/body/store.rs), each signalled only once the helper has reported the bytes sent so far as
 // received and the body is where its size says it should be.
 
 /// Where the bytes of a body being received are, by its size (a known `Content-Length`).
