@@ -84,31 +84,35 @@ def paths_in(path):
     # String literals may contain `::` (messages); drop them.
     text = re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
     here = module_of(path)
-    children = set()
-    for name in re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text, flags=re.M):
-        children.add(name)
-    refs = []
-    for tree in re.findall(r"\buse\s+([^;]+);", text):
-        refs.extend(expand(tree))
-    refs.extend(re.findall(r"\b(?:crate|super)(?:::\w+)+", text))
+    children = set(re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;", text, flags=re.M))
+    # An inline module (`mod tests { ... }`, at the end of a file by convention) is one level
+    # deeper: its `super` is this file's module.
+    inline = re.search(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*\{", text, flags=re.M)
+    parts_of_text = [(text, here)]
+    if inline:
+        parts_of_text = [(text[: inline.start()], here), (text[inline.start() :], here + [inline.group(1)])]
     out = []
-    for ref in refs:
-        parts = [p for p in ref.split("::") if p]
-        if not parts:
-            continue
-        if parts[0] == "crate":
-            out.append(parts[1:])
-        elif parts[0] == "super":
-            base = list(here)
-            while parts and parts[0] == "super":
-                base = base[:-1]
-                parts = parts[1:]
-            # `super` of a file that is not mod.rs is its parent module.
-            out.append(base + parts)
-        elif parts[0] == "self":
-            out.append(here + parts[1:])
-        elif parts[0] in children:
-            out.append(here + parts)
+    for chunk, module in parts_of_text:
+        refs = []
+        for tree in re.findall(r"\buse\s+([^;]+);", chunk):
+            refs.extend(expand(tree))
+        refs.extend(re.findall(r"\b(?:crate|super)(?:::\w+)+", chunk))
+        for ref in refs:
+            parts = [p for p in ref.split("::") if p]
+            if not parts:
+                continue
+            if parts[0] == "crate":
+                out.append(parts[1:])
+            elif parts[0] == "super":
+                base = list(module)
+                while parts and parts[0] == "super":
+                    base = base[:-1]
+                    parts = parts[1:]
+                out.append(base + parts)
+            elif parts[0] == "self":
+                out.append(module + parts[1:])
+            elif parts[0] in children:
+                out.append(here + parts)
     return out
 
 
