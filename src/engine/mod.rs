@@ -167,12 +167,15 @@ impl Engine {
             http2: self.has_http2,
         };
         self.report.start(&about);
+        self.tick_front();
     }
 
     /// Hand out the last turn's output, then wait for readiness or the nearest deadline and
     /// dispatch what is ready; says whether the turn's work follows or the run is over.
     fn wait(&mut self, events: &mut Events) -> Next {
-        self.carry_out_submissions();
+        // What the front submitted from its events is queued now, and admitted only in the
+        // turn's work: that turn must not wait for another event first.
+        let submitted = self.carry_out_submissions();
         self.report.flush();
         if self.report.output_closed() && self.stop.is_none() {
             self.stop = Some(Stop::OutputClosed);
@@ -181,7 +184,11 @@ impl Engine {
         if self.stop.is_some() || self.all_done() {
             return Next::Finish;
         }
-        let timeout = self.poll_timeout();
+        let timeout = if submitted {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout()
+        };
         if let Err(err) = self.poll.poll(events, timeout) {
             if err.kind() == std::io::ErrorKind::Interrupted {
                 return Next::Work;

@@ -30,13 +30,15 @@ impl Engine {
         self.lines = batch;
     }
 
-    /// Carry out what the front submitted, in order.
-    pub(super) fn carry_out_submissions(&mut self) {
+    /// Carry out what the front submitted, in order; says whether there was anything.
+    pub(super) fn carry_out_submissions(&mut self) -> bool {
+        let any = self.report.has_submissions();
         while self.report.has_submissions() {
             for (ticket, request) in self.report.take_submissions() {
                 self.carry_out(ticket, request);
             }
         }
+        any
     }
 
     pub(super) fn carry_out(&mut self, ticket: Ticket, mut request: Request) {

@@ -56,9 +56,16 @@ struct Log {
     bytes: Option<u64>,
 }
 
-/// A front that reads no stdin, submits its requests at start and records what happens.
+/// How often the recorder asks to be called when nothing happens: a run that waits for no
+/// reason ends a wait after this (and fails its test) instead of hanging.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// A front that reads no stdin, submits its requests at start (and more when a download it
+/// names is done, as a client that reads metadata would) and records what happens.
 struct Recorder {
     requests: Vec<Request>,
+    /// When the download with this id is done, submit this request.
+    then: Vec<(String, Request)>,
     log: Rc<RefCell<Log>>,
 }
 
@@ -77,7 +84,17 @@ impl Front for Recorder {
         unreachable!("reads no stdin")
     }
 
-    fn event(&mut self, event: &Event<'_>, _io: &mut Io<'_>) {
+    fn tick(&mut self, now: Instant, _io: &mut Io<'_>) -> Option<Instant> {
+        Some(now + HEARTBEAT)
+    }
+
+    fn event(&mut self, event: &Event<'_>, io: &mut Io<'_>) {
+        if let Event::Done { id, .. } = event {
+            if let Some(at) = self.then.iter().position(|(after, _)| after == id) {
+                let (_, request) = self.then.remove(at);
+                io.submit(1000 + at as u64, request);
+            }
+        }
         let kinds = |attempts: &[crate::api::Attempt]| -> Vec<ErrorKind> {
             attempts.iter().map(|a| a.error.kind()).collect()
         };
@@ -137,12 +154,22 @@ struct Harness {
 
 impl Harness {
     fn new(args: &[&str], requests: Vec<Request>) -> Harness {
+        Harness::with_followers(args, requests, Vec::new())
+    }
+
+    /// As [`Harness::new`], with requests submitted when the named downloads are done.
+    fn with_followers(
+        args: &[&str],
+        requests: Vec<Request>,
+        then: Vec<(String, Request)>,
+    ) -> Harness {
         let options =
             Options::try_parse_from(std::iter::once("fetchmux").chain(args.iter().copied()))
                 .unwrap();
         let log = Rc::new(RefCell::new(Log::default()));
         let front = Recorder {
             requests,
+            then,
             log: Rc::clone(&log),
         };
         let mut engine = Engine::new(options, Box::new(front)).unwrap();
@@ -478,4 +505,39 @@ fn a_resumed_download_counts_each_byte_once() {
     assert_eq!(ranges, vec![None, Some("bytes=50000-".to_string())]);
     assert_eq!(bytes_received, bytes.len() as u64);
     assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+}
+
+/// A client that reads a file and then asks for the files it names (metadata, then
+/// packages, to any depth) submits from its event handler; the engine starts such a request
+/// at once, not when some later event (or the front's next tick) happens to wake the loop.
+#[test]
+fn a_request_submitted_on_an_event_starts_at_once() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut chain = Vec::new();
+    let mut first = None;
+    for depth in 0..4 {
+        let bytes = body(9 + depth, 2_000);
+        let name = format!("level{depth}");
+        server.add_file(&name, bytes.clone());
+        let url = server.url(&format!("/files/{name}"));
+        let request = download(&name, &[url], &dir.path().join(&name), &bytes);
+        match depth {
+            0 => first = Some(request),
+            _ => chain.push((format!("level{}", depth - 1), request)),
+        }
+    }
+    let started = Instant::now();
+    let run = Harness::with_followers(&[], vec![first.unwrap()], chain);
+    let (seen, _) = run.finish();
+    let done = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Done { .. }))
+        .count();
+    assert_eq!(done, 4, "{seen:?}");
+    assert!(
+        started.elapsed() < HEARTBEAT / 2,
+        "each level waited for a wake-up: {:?}",
+        started.elapsed()
+    );
 }
