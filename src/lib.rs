@@ -19,3 +19,5 @@ pub(crate) mod body;
 pub(crate) mod io;
 pub(crate) mod net;
 pub(crate) mod policy;
+#[cfg(test)]
+mod test_support;

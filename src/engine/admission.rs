@@ -128,13 +128,7 @@ impl Engine {
                         size: verified.size,
                         hashes: &verified.hashes,
                     };
-                    self.report.emit(&Event::Done {
-                        id: &job.request.id,
-                        dest: &job.request.dest,
-                        outcome,
-                        attempts: &job.attempts,
-                        elapsed: job.received_at.elapsed(),
-                    });
+                    self.report_done(&job, outcome);
                     continue;
                 }
             }

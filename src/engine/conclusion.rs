@@ -7,6 +7,7 @@ use crate::body::hasher::Answer;
 use crate::body::placer;
 use crate::body::sink::{Sink, Verified};
 use crate::engine::downloads::{Ended, Hashing, Placing, State};
+use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::{Disposition, FetchError};
 use crate::net::response::ResponseHead;
@@ -267,6 +268,11 @@ impl Engine {
                 last_modified,
             },
         };
+        self.report_done(&job, outcome);
+    }
+
+    /// `done` for a download that has left the table.
+    pub(super) fn report_done(&mut self, job: &Job, outcome: Outcome<'_>) {
         self.report.emit(&Event::Done {
             id: &job.request.id,
             dest: &job.request.dest,

@@ -22,6 +22,7 @@ use crate::body::digest::{Algorithm, Digests};
 use crate::config::Options;
 use crate::error::ErrorKind;
 use crate::front::{Front, Io, Line};
+use crate::test_support::entries;
 use server::TestServer;
 
 /// An event as the test keeps it.
@@ -256,15 +257,6 @@ fn download(id: &str, urls: &[String], dest: &Path, bytes: &[u8]) -> Request {
     download.size = Some(bytes.len() as u64);
     download.hashes = vec![(Algorithm::Sha256, sha256(bytes))];
     download.into()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn done(id: &str, how: &'static str, url: Option<String>, earlier: Vec<ErrorKind>) -> Seen {

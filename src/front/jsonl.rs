@@ -304,6 +304,8 @@ fn invalid(message: &str) -> FetchError {
 
 /// The typed download a line describes (the engine validates it further).
 fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
+    // The engine checks the id again; checking it here first keeps a bad id reported before
+    // a bad source, as it always was.
     api::check_id(&raw.id)?;
     let source = match (raw.url, raw.urls, raw.mirror, raw.path) {
         (Some(url), None, None, None) => Source::Urls(vec![url]),

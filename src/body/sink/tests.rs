@@ -1,17 +1,9 @@
 //! The sink's behaviour seen from outside: what ends up on disk, and what comes back.
 
 use super::*;
+use crate::test_support::entries;
 
 const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn verified_bytes_are_renamed_into_place() {
