@@ -75,6 +75,68 @@ pub struct Download {
     pub range: Option<ByteRange>,
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
+    /// `dest` may already hold the start of the body, left by another program (apt's
+    /// `partial/` files, urlgrabber's `reget`): keep those bytes and ask for the rest with
+    /// `Range` and `If-Range` (the file's mtime), starting over if the server sends it all.
+    pub continue_dest: bool,
+    /// Give `dest` the server's `Last-Modified` as its modification time (curl's `-R`).
+    pub server_mtime: bool,
+    /// Transfer settings of this request where they differ from the helper-wide ones.
+    pub transport: Option<Box<Transport>>,
+}
+
+/// How one request's transfer runs, for fronts whose protocol sets this per request
+/// (urlgrabber's `timeout`, `minrate`, `throttle`, `proxy`, `ssl_*`; apt's configuration).
+/// `None` means the helper-wide setting.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Transport {
+    pub connect_timeout: Option<Duration>,
+    /// Fail as `too_slow` below `bytes_per_second` for `time`.
+    pub low_speed: Option<LowSpeed>,
+    /// Receive at most this many bytes per second (0: no limit).
+    pub max_speed: Option<u64>,
+    /// A proxy URL (`http://`, `https://`, `socks5://`, `socks5h://`); `""` means no proxy,
+    /// not even from the environment.
+    pub proxy: Option<String>,
+    pub tls: Tls,
+}
+
+/// A transfer slower than `bytes_per_second` for `time` fails as `too_slow`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowSpeed {
+    pub bytes_per_second: u32,
+    pub time: Duration,
+}
+
+/// Per-request TLS settings; the defaults are the helper's (verify everything).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate and its key, with their types (`PEM`, `DER`, `P12`).
+    pub cert: Option<PathBuf>,
+    pub cert_type: Option<String>,
+    pub key: Option<PathBuf>,
+    pub key_type: Option<String>,
+    pub key_password: Option<String>,
+    pub verify_peer: bool,
+    pub verify_host: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Tls {
+        Tls {
+            ca_file: None,
+            ca_path: None,
+            cert: None,
+            cert_type: None,
+            key: None,
+            key_type: None,
+            key_password: None,
+            verify_peer: true,
+            verify_host: true,
+        }
+    }
 }
 
 impl Download {
@@ -94,6 +156,9 @@ impl Download {
             range: None,
             if_none_match: None,
             if_modified_since: None,
+            continue_dest: false,
+            server_mtime: false,
+            transport: None,
         }
     }
 }
@@ -146,6 +211,9 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
         }
         if d.resume {
             return Err(invalid("`range` and `resume` cannot be combined"));
+        }
+        if d.continue_dest {
+            return Err(invalid("`range` and `continue_dest` cannot be combined"));
         }
         if d.size.is_some_and(|size| size != range.length()) {
             return Err(invalid("`size` must equal the length of `range`"));

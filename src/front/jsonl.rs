@@ -350,6 +350,7 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
         }),
         if_none_match: raw.if_none_match,
         if_modified_since: raw.if_modified_since,
+        ..api::Download::new(String::new(), api::Source::Urls(Vec::new()), PathBuf::new())
     })
 }
 
