@@ -1,11 +1,15 @@
 //! The command line: helper-wide settings, fixed for the life of the process.
 //!
 //! Per-download settings travel in the requests (docs/protocol.md); these are the knobs a
-//! package manager sets once when it spawns the helper.
+//! package manager sets once when it spawns the helper. Also which protocol the process
+//! speaks ([`Mode`]): JSON Lines unless told otherwise, or apt's method protocol when apt
+//! runs the binary under a method's name.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// fetchmux: downloads many files at once for a package manager, verifying every byte.
 ///
@@ -72,9 +76,49 @@ pub struct Options {
     /// User-Agent header sent with every HTTP request.
     #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
+
+    /// Speak another protocol than JSON Lines.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
 }
 
+/// A protocol other than the default JSON Lines.
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Be apt's http/https acquire method: apt's method protocol on stdin and stdout
+    /// (docs/fronts.md). apt runs the binary this way when it is installed as
+    /// `<methods dir>/http` or `https`; this subcommand is for trying it by hand.
+    AptMethod,
+}
+
+/// The names apt runs its http methods under (`<methods dir>/<scheme>`).
+const APT_METHOD_NAMES: [&str; 2] = ["http", "https"];
+
 impl Options {
+    /// The options for this process's command line. apt runs a method as
+    /// `<methods dir>/<scheme>` with no other argument, so under such a name the command line
+    /// is not parsed: defaults, in apt mode.
+    pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<Options, clap::Error> {
+        let mut args = args.into_iter().peekable();
+        let apt_name = args
+            .peek()
+            .and_then(|argv0| Path::new(argv0).file_name())
+            .is_some_and(|name| APT_METHOD_NAMES.iter().any(|n| name == *n));
+        let mut options = if apt_name {
+            let mut defaults = Options::try_parse_from(["fetchmux"])?;
+            defaults.mode = Some(Mode::AptMethod);
+            defaults
+        } else {
+            Options::try_parse_from(args)?
+        };
+        if options.mode == Some(Mode::AptMethod) {
+            // apt retries transient failures itself (Acquire::Retries, with its own delays)
+            // and must see each one, marked Transient-Failure.
+            options.retries = 0;
+        }
+        Ok(options)
+    }
+
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout)
     }
@@ -116,5 +160,30 @@ mod tests {
         let o = Options::try_parse_from(["fetchmux"]).unwrap();
         assert_eq!(o.max_parallel, 32);
         assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
+    }
+
+    fn from(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::from_args(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn json_lines_unless_told_or_named_otherwise() {
+        let o = from(&["/usr/bin/fetchmux", "--max-parallel", "4"]).unwrap();
+        assert_eq!((o.mode, o.max_parallel, o.retries), (None, 4, 5));
+        let o = from(&["fetchmux", "--max-parallel", "4", "apt-method"]).unwrap();
+        assert_eq!((o.mode, o.max_parallel, o.retries), (Some(Mode::AptMethod), 4, 0));
+        assert!(from(&["fetchmux", "apt-methods"]).is_err());
+    }
+
+    #[test]
+    fn under_a_methods_name_apts_argv_is_not_parsed() {
+        for argv0 in ["/usr/lib/apt/methods/http", "methods.d/https", "https"] {
+            let o = from(&[argv0, "--whatever"]).unwrap();
+            assert_eq!(o.mode, Some(Mode::AptMethod), "{argv0}");
+            assert_eq!((o.retries, o.max_parallel), (0, 32));
+        }
+        for argv0 in ["/x/http2", "/x/httpd", "http/fetchmux"] {
+            assert_eq!(from(&[argv0]).unwrap().mode, None, "{argv0}");
+        }
     }
 }

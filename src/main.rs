@@ -1,11 +1,13 @@
-//! The `fetchmux` binary: parse the command line, run the engine under the JSON Lines
-//! front, exit with its status.
+//! The `fetchmux` binary: read the command line (or the name apt ran it under), run the
+//! engine under the front of that protocol, exit with its status.
 
-use clap::Parser;
+use fetchmux::config::{Mode, Options};
+use fetchmux::front::apt::Apt;
 use fetchmux::front::jsonl::JsonLines;
+use fetchmux::front::Front;
 
 fn main() {
-    let options = match fetchmux::config::Options::try_parse() {
+    let options = match Options::from_args(std::env::args_os()) {
         Ok(options) => options,
         Err(err) => {
             let _ = err.print();
@@ -13,6 +15,9 @@ fn main() {
             std::process::exit(if err.use_stderr() { 2 } else { 0 });
         }
     };
-    let front = Box::<JsonLines>::default();
+    let front: Box<dyn Front> = match options.mode {
+        None => Box::<JsonLines>::default(),
+        Some(Mode::AptMethod) => Box::<Apt>::default(),
+    };
     std::process::exit(fetchmux::engine::run(options, front));
 }

@@ -3,6 +3,7 @@
 //! the exit status; the engine never imports a front. Adding a protocol (apt's method
 //! protocol, urlgrabber's, a human command line) is a new file here and a line in `main.rs`.
 
+pub mod apt;
 pub mod jsonl;
 
 use std::time::Instant;
