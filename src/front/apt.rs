@@ -51,8 +51,8 @@ struct Item {
     ticket: Ticket,
     /// `Filename`, echoed in `201`.
     filename: String,
-    /// `Expected-Checksum-FileSize`: the `Size` of `200`; exceeding it is a hash mismatch to
-    /// apt, not `Maximum-Size`.
+    /// `Expected-Checksum-FileSize`: exceeding it is a hash mismatch to apt, not
+    /// `Maximum-Size`.
     expected_size: Option<u64>,
     /// The `Last-Modified` apt sent (for an IMS hit the server may not repeat it).
     if_modified_since: Option<String>,
@@ -89,17 +89,19 @@ impl Front for Apt {
 
     fn event(&mut self, event: &Event<'_>, io: &mut Io<'_>) {
         match *event {
-            Event::Started { id, .. } => self.on_started(id, io),
-            Event::Progress { .. } => {}
+            // An attempt that began may yet fail, or be an IMS hit: apt takes a Start as
+            // "Get:", so the Start waits for the first bytes of the body.
+            Event::Started { .. } => {}
+            Event::Progress { id, total, .. } => self.on_progress(id, total, io),
             Event::Done {
                 id, ref outcome, ..
             } => {
                 if let Some(mut item) = self.items.remove(id) {
                     let modified = !matches!(outcome, Outcome::NotModified { .. });
                     if !item.started && modified {
-                        // Nothing was fetched (the file at `Filename` was already whole), or
-                        // a conditional request came back with the file: the stock method
-                        // also answers Start, then Done.
+                        // The body came before its first progress report, or nothing was
+                        // fetched (the file at `Filename` was already whole): the stock
+                        // method also answers Start, then Done.
                         start_reply(id, &mut item, outcome_size(outcome)).send(io.stdout());
                     }
                     done_reply(id, &item, outcome).send(io.stdout());
@@ -172,6 +174,8 @@ impl Apt {
         // list files by their server's Last-Modified for the next If-Modified-Since.
         download.continue_dest = true;
         download.server_mtime = true;
+        // The first progress report says that the body is coming (see `event`).
+        download.progress = true;
         let settings = self.settings.for_request(uri, message.field("Proxy"));
         download.headers = settings.headers;
         download.transport = settings.transport.map(Box::new);
@@ -205,14 +209,11 @@ impl Apt {
         }
     }
 
-    /// An attempt began: `200 URI Start`, except for a conditional request, where apt
-    /// takes a Start as a fetch ("Get:") and an IMS hit must come without one; its Start
-    /// waits for the answer.
-    fn on_started(&mut self, uri: &str, io: &mut Io<'_>) {
-        let item = self.items.get_mut(uri);
-        if let Some(item) = item.filter(|i| !i.started && i.if_modified_since.is_none()) {
-            let size = item.expected_size;
-            start_reply(uri, item, size).send(io.stdout());
+    /// The body is arriving: `200 URI Start` with its size, once. (A body too quick for
+    /// the first progress report gets its Start with its Done.)
+    fn on_progress(&mut self, uri: &str, total: Option<u64>, io: &mut Io<'_>) {
+        if let Some(item) = self.items.get_mut(uri).filter(|item| !item.started) {
+            start_reply(uri, item, total).send(io.stdout());
         }
     }
 

@@ -163,7 +163,7 @@ fn a_600_becomes_a_download() {
     assert_eq!((d.size, d.max_size), (Some(176932), Some(10000000)));
     // Not an index: apt's date is not a validator for it.
     assert_eq!(d.if_modified_since, None);
-    assert!(d.continue_dest && d.server_mtime && !d.resume);
+    assert!(d.continue_dest && d.server_mtime && d.progress && !d.resume);
     assert!(d.transport.is_none() && d.headers.is_empty());
     let mut request = Request::from(d.clone());
     request.validate().unwrap();
@@ -192,10 +192,10 @@ fn a_uri_curl_would_refuse_is_encoded_but_answered_as_sent() {
     assert_eq!(d.id, uri);
     assert_eq!(d.source, Source::Urls(vec!["http://h/a%20b%C3%A9.deb".into()]));
     h.replies();
-    h.event(Event::Started {
+    h.event(Event::Progress {
         id: uri,
-        url: "x",
-        attempt: 1,
+        bytes: 1,
+        total: None,
     });
     assert_eq!(h.replies()[0].field("URI"), Some(uri));
 }
@@ -297,6 +297,14 @@ fn a_fetched_file_is_started_then_done_with_its_hashes() {
         url: uri,
         attempt: 1,
     });
+    assert!(h.replies().is_empty(), "no Start before the body: it may yet fail");
+    for bytes in [2, 4] {
+        h.event(Event::Progress {
+            id: uri,
+            bytes,
+            total: Some(5),
+        });
+    }
     let hashes = [(Algorithm::Sha256, SHA256.to_string())];
     h.event(Event::Done {
         id: uri,
@@ -313,9 +321,8 @@ fn a_fetched_file_is_started_then_done_with_its_hashes() {
         elapsed: Duration::ZERO,
     });
     let replies = h.replies();
-    assert_eq!(replies[0].code, 200);
+    assert_eq!(replies.iter().map(|m| m.code).collect::<Vec<_>>(), [200, 201]);
     assert_eq!(replies[0].field("Size"), Some("5"));
-    assert_eq!(replies[1].code, 201);
     let expected = [
         ("URI", uri),
         ("Filename", "/tmp/partial/x.deb"),
@@ -391,6 +398,11 @@ fn failure(error: FetchError, extra: &str) -> Message {
     let uri = "http://h/a.deb";
     let mut h = Harness::started();
     sent(&mut h, uri, extra);
+    h.event(Event::Started {
+        id: uri,
+        url: uri,
+        attempt: 1,
+    });
     h.event(Event::Failed {
         id: uri,
         error: &error,
