@@ -12,7 +12,11 @@ impl Engine {
     pub(super) fn on_signals(&mut self) {
         let signal = self.signals.pending().next();
         if let Some(signal) = signal {
-            eprintln!("fetchmux: caught signal {signal}, aborting transfers");
+            // apt stops every method with SIGINT, its idle ones too (the capability probe at
+            // once): a line on apt's terminal is only worth it when transfers are cut.
+            if !self.downloads.is_empty() {
+                eprintln!("fetchmux: caught signal {signal}, aborting transfers");
+            }
             self.stop = Some(Stop::Signal(signal));
             self.abort_all();
         }
