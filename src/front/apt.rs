@@ -20,6 +20,7 @@ use crate::api::{self, About, Event, Outcome, Request, Source, Summary, Ticket};
 use crate::body::digest::Algorithm;
 use crate::error::{Disposition, FetchError};
 use crate::front::{Front, Io, Line};
+use crate::http_date;
 use message::{Message, Reader, Reply};
 use settings::Settings;
 
@@ -289,8 +290,7 @@ fn outcome_size(outcome: &Outcome<'_>) -> Option<u64> {
 }
 
 /// `201 URI Done` for an outcome: the file's size, its digests in apt's names and its date;
-/// or, when the server said it has not changed, `IMS-Hit`. The date is the server's
-/// `Last-Modified` as it came: servers send RFC 1123 dates, which is what apt parses.
+/// or, when the server said it has not changed, `IMS-Hit`.
 fn done_reply(uri: &str, item: &Item, outcome: &Outcome<'_>) -> Reply {
     let reply = Reply::new("201 URI Done")
         .field("URI", uri)
@@ -302,17 +302,23 @@ fn done_reply(uri: &str, item: &Item, outcome: &Outcome<'_>) -> Reply {
             last_modified,
             ..
         } => hash_fields(reply.field("Size", size), size, hashes)
-            .maybe("Last-Modified", last_modified.map(str::trim)),
+            .maybe("Last-Modified", last_modified.and_then(rfc1123)),
         Outcome::Cached { size, hashes } => {
             hash_fields(reply.field("Size", size), size, hashes).field("Resume-Point", size)
         }
         Outcome::NotModified { last_modified, .. } => reply.field("IMS-Hit", "true").maybe(
             "Last-Modified",
             last_modified
-                .map(str::trim)
-                .or(item.if_modified_since.as_deref()),
+                .and_then(rfc1123)
+                .or(item.if_modified_since.clone()),
         ),
     }
+}
+
+/// The server's `Last-Modified` in the one form apt parses (RFC 1123), whichever of HTTP's
+/// date forms it came in.
+fn rfc1123(date: &str) -> Option<String> {
+    http_date::parse(date).map(http_date::format)
 }
 
 /// One `<Type>-Hash` per digest the engine verified or computed, plus the size as apt's

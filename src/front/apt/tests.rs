@@ -315,7 +315,7 @@ fn a_fetched_file_is_started_then_done_with_its_hashes() {
             size: 5,
             hashes: &hashes,
             etag: None,
-            last_modified: Some("Sun, 22 Nov 2026 11:12:08 GMT"),
+            last_modified: Some("Sunday, 22-Nov-26 11:12:08 GMT"),
         },
         attempts: &[],
         elapsed: Duration::ZERO,
