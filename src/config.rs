@@ -171,7 +171,10 @@ mod tests {
         let o = from(&["/usr/bin/fetchmux", "--max-parallel", "4"]).unwrap();
         assert_eq!((o.mode, o.max_parallel, o.retries), (None, 4, 5));
         let o = from(&["fetchmux", "--max-parallel", "4", "apt-method"]).unwrap();
-        assert_eq!((o.mode, o.max_parallel, o.retries), (Some(Mode::AptMethod), 4, 0));
+        assert_eq!(
+            (o.mode, o.max_parallel, o.retries),
+            (Some(Mode::AptMethod), 4, 0)
+        );
         assert!(from(&["fetchmux", "apt-methods"]).is_err());
     }
 

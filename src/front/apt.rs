@@ -359,9 +359,7 @@ fn fail_reason(error: &FetchError, sized: bool) -> Option<String> {
         FetchError::Dns(_) => "ResolveFailure",
         FetchError::HttpStatus { status } => return Some(format!("HttpError{status}")),
         FetchError::TooManyRedirects(_) => "RedirectionLoop",
-        FetchError::ChecksumMismatch { .. } | FetchError::SizeMismatch { .. } => {
-            "HashSumMismatch"
-        }
+        FetchError::ChecksumMismatch { .. } | FetchError::SizeMismatch { .. } => "HashSumMismatch",
         FetchError::TooLarge { .. } if sized => "HashSumMismatch",
         FetchError::TooLarge { .. } => "MaximumSizeExceeded",
         _ => return None,

@@ -1,6 +1,7 @@
 //! A real nginx (Debian's) for interop tests: plain HTTP/1.1 and TLS with HTTP/2, on
 //! ephemeral loopback ports, with a self-signed certificate made for the test and an access
-//! log that records, per request, the connection it came on and the protocol spoken.
+//! log that records, per request, the connection it came on and the protocol spoken; a
+//! second log records the conditional and range headers of each request.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ events {{ worker_connections 1024; }}
 http {{
     log_format fm '$connection $server_protocol $status $request_uri';
     access_log {d}/access.log fm;
+    log_format headers '$status|$request_uri|$http_range|$http_if_range|$http_if_modified_since';
+    access_log {d}/headers.log headers;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -133,6 +136,39 @@ http {{
                     f.next()?.parse().ok()?,
                     f.next()?.to_string(),
                 ))
+            })
+            .collect()
+    }
+}
+
+/// One request as `headers.log` has it (nginx writes `-` for a header not sent).
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub status: u16,
+    pub uri: String,
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub if_modified_since: Option<String>,
+}
+
+impl Nginx {
+    /// Every logged request with its range and conditional headers, in order.
+    pub fn requests(&self) -> Vec<Logged> {
+        let text = std::fs::read_to_string(self.dir.path().join("headers.log")).unwrap_or_default();
+        let header = |v: &str| (v != "-").then(|| v.to_string());
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('|').collect();
+                let [status, uri, range, if_range, ims] = f[..] else {
+                    return None;
+                };
+                Some(Logged {
+                    status: status.parse().ok()?,
+                    uri: uri.to_string(),
+                    range: header(range),
+                    if_range: header(if_range),
+                    if_modified_since: header(ims),
+                })
             })
             .collect()
     }

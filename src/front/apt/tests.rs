@@ -102,7 +102,15 @@ fn announces_what_the_stock_method_does() {
 fn framing_ignores_case_joins_continuations_and_tolerates_cr() {
     let mut reader = Reader::default();
     let mut got = None;
-    for line in ["", "600 URI Acquire", "uri: http://h/a", "X-Long: one", " two", " .", ""] {
+    for line in [
+        "",
+        "600 URI Acquire",
+        "uri: http://h/a",
+        "X-Long: one",
+        " two",
+        " .",
+        "",
+    ] {
         if let Some(message) = reader.line(line.as_bytes()) {
             got = Some(message.unwrap());
         }
@@ -190,7 +198,10 @@ fn a_uri_curl_would_refuse_is_encoded_but_answered_as_sent() {
     h.feed(&acquire(uri, ""));
     let d = &h.downloads()[0].1;
     assert_eq!(d.id, uri);
-    assert_eq!(d.source, Source::Urls(vec!["http://h/a%20b%C3%A9.deb".into()]));
+    assert_eq!(
+        d.source,
+        Source::Urls(vec!["http://h/a%20b%C3%A9.deb".into()])
+    );
     h.replies();
     h.event(Event::Progress {
         id: uri,
@@ -254,7 +265,11 @@ fn configuration_sets_transport_and_headers() {
         .map(|(n, v)| (n.to_string(), v.to_string()))
     );
     let transport = |i: usize| d[i].1.transport.as_deref().unwrap().clone();
-    assert_eq!(transport(1).proxy.as_deref(), Some(""), "DIRECT is no proxy");
+    assert_eq!(
+        transport(1).proxy.as_deref(),
+        Some(""),
+        "DIRECT is no proxy"
+    );
     assert_eq!(
         transport(2).connect_timeout,
         Some(Duration::from_secs(9)),
@@ -297,7 +312,10 @@ fn a_fetched_file_is_started_then_done_with_its_hashes() {
         url: uri,
         attempt: 1,
     });
-    assert!(h.replies().is_empty(), "no Start before the body: it may yet fail");
+    assert!(
+        h.replies().is_empty(),
+        "no Start before the body: it may yet fail"
+    );
     for bytes in [2, 4] {
         h.event(Event::Progress {
             id: uri,
@@ -321,7 +339,10 @@ fn a_fetched_file_is_started_then_done_with_its_hashes() {
         elapsed: Duration::ZERO,
     });
     let replies = h.replies();
-    assert_eq!(replies.iter().map(|m| m.code).collect::<Vec<_>>(), [200, 201]);
+    assert_eq!(
+        replies.iter().map(|m| m.code).collect::<Vec<_>>(),
+        [200, 201]
+    );
     assert_eq!(replies[0].field("Size"), Some("5"));
     let expected = [
         ("URI", uri),
@@ -352,7 +373,10 @@ fn a_whole_partial_is_started_and_done_without_a_request() {
         elapsed: Duration::ZERO,
     });
     let replies = h.replies();
-    assert_eq!(replies.iter().map(|m| m.code).collect::<Vec<_>>(), [200, 201]);
+    assert_eq!(
+        replies.iter().map(|m| m.code).collect::<Vec<_>>(),
+        [200, 201]
+    );
     assert_eq!(replies[0].field("Size"), Some("9"));
     assert_eq!(replies[1].field("MD5Sum-Hash"), Some(MD5));
     assert_eq!(replies[1].field("MD5-Hash"), Some(MD5));
@@ -419,13 +443,38 @@ fn failure(error: FetchError, extra: &str) -> Message {
 #[test]
 fn failures_carry_apts_reasons_and_transience() {
     let cases = [
-        (FetchError::HttpStatus { status: 404 }, "", Some("HttpError404"), false),
-        (FetchError::HttpStatus { status: 503 }, "", Some("HttpError503"), true),
-        (FetchError::HttpStatus { status: 429 }, "", Some("HttpError429"), true),
+        (
+            FetchError::HttpStatus { status: 404 },
+            "",
+            Some("HttpError404"),
+            false,
+        ),
+        (
+            FetchError::HttpStatus { status: 503 },
+            "",
+            Some("HttpError503"),
+            true,
+        ),
+        (
+            FetchError::HttpStatus { status: 429 },
+            "",
+            Some("HttpError429"),
+            true,
+        ),
         (FetchError::Timeout("x".into()), "", Some("Timeout"), true),
         (FetchError::TooSlow("x".into()), "", Some("Timeout"), true),
-        (FetchError::Connect("x".into()), "", Some("ConnectionRefused"), true),
-        (FetchError::Dns("x".into()), "", Some("ResolveFailure"), true),
+        (
+            FetchError::Connect("x".into()),
+            "",
+            Some("ConnectionRefused"),
+            true,
+        ),
+        (
+            FetchError::Dns("x".into()),
+            "",
+            Some("ResolveFailure"),
+            true,
+        ),
         (FetchError::Network("x".into()), "", None, true),
         (
             FetchError::ChecksumMismatch {
@@ -437,14 +486,24 @@ fn failures_carry_apts_reasons_and_transience() {
             Some("HashSumMismatch"),
             false,
         ),
-        (FetchError::TooLarge { limit: 9 }, "Maximum-Size: 9\n", Some("MaximumSizeExceeded"), false),
+        (
+            FetchError::TooLarge { limit: 9 },
+            "Maximum-Size: 9\n",
+            Some("MaximumSizeExceeded"),
+            false,
+        ),
         (
             FetchError::TooLarge { limit: 9 },
             "Expected-Checksum-FileSize: 9\n",
             Some("HashSumMismatch"),
             false,
         ),
-        (FetchError::TooManyRedirects("x".into()), "", Some("RedirectionLoop"), false),
+        (
+            FetchError::TooManyRedirects("x".into()),
+            "",
+            Some("RedirectionLoop"),
+            false,
+        ),
     ];
     for (error, extra, reason, transient) in cases {
         let shown = format!("{error:?}");
@@ -486,13 +545,21 @@ fn a_uri_already_in_flight_waits_for_the_first_answer() {
         error: &error,
         attempts: &[],
     });
-    assert_eq!(h.downloads().len(), 1, "the second goes once the first is answered");
+    assert_eq!(
+        h.downloads().len(),
+        1,
+        "the second goes once the first is answered"
+    );
     h.event(Event::Failed {
         id: uri,
         error: &error,
         attempts: &[],
     });
-    assert_eq!(h.replies().len(), 1 + 2, "capabilities and one answer per 600");
+    assert_eq!(
+        h.replies().len(),
+        1 + 2,
+        "capabilities and one answer per 600"
+    );
     assert!(h.downloads().is_empty());
 }
 
@@ -504,7 +571,11 @@ fn dequote_decodes_percent_escapes_only() {
 #[test]
 fn the_run_ends_with_success_however_it_ends() {
     let mut h = Harness::started();
-    for stop in [None, Some(api::Stop::Signal(2)), Some(api::Stop::OutputClosed)] {
+    for stop in [
+        None,
+        Some(api::Stop::Signal(2)),
+        Some(api::Stop::OutputClosed),
+    ] {
         let summary = Summary {
             bytes: 0,
             elapsed: Duration::ZERO,
@@ -545,7 +616,10 @@ fn a_changed_index_is_started_when_it_is_done() {
         elapsed: Duration::ZERO,
     });
     let replies = h.replies();
-    assert_eq!(replies.iter().map(|m| m.code).collect::<Vec<_>>(), [200, 201]);
+    assert_eq!(
+        replies.iter().map(|m| m.code).collect::<Vec<_>>(),
+        [200, 201]
+    );
     assert_eq!(replies[0].field("Size"), Some("7"));
     assert_eq!(replies[1].field("IMS-Hit"), None);
 }
