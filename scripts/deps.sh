@@ -4,10 +4,10 @@
 set -euo pipefail
 
 # nginx-light and openssl: the interop tests run a real nginx over HTTP/1.1 and TLS + HTTP/2.
-# apt, dpkg-dev and xz-utils: tests/apt_method.rs runs apt-get against a repository that
-# tests/support/debrepo.py builds with dpkg-deb (apt's store method reads its Packages.xz;
-# dpkg-scanpackages is there for anyone checking a generated Packages by hand).
-packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt dpkg-dev xz-utils)
+# apt: tests/apt_method.rs runs apt-get against a repository that tests/support/debrepo.py
+# builds with dpkg-deb (dpkg, always there) and Python's own hashlib and lzma, so neither
+# dpkg-scanpackages (dpkg-dev) nor xz (xz-utils) is needed.
+packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
