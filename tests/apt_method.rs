@@ -183,6 +183,8 @@ impl AptRoot {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        // Shown for a failing test, or with `--nocapture`.
+        println!("$ apt-get {}\n{text}", args.join(" "));
         Run {
             code: out.status.code(),
             text,
@@ -383,6 +385,13 @@ fn a_package_changed_on_the_server_is_a_hash_sum_mismatch() {
     let run = ours.apt_get(&args);
     assert_eq!(run.code, Some(100), "{}", run.text);
     assert!(run.text.contains("Hash Sum mismatch"), "{}", run.text);
+    // What was received is listed beside what was expected.
+    let received = run
+        .text
+        .split("Hashes of received file:")
+        .nth(1)
+        .unwrap_or("");
+    assert!(received.contains("- SHA256:"), "{}", run.text);
     assert!(!ours.path("out").join(changed).exists());
     for (_, deb) in repo.packages.iter().filter(|(_, deb)| deb != changed) {
         same_file(&ours.path("out").join(deb), &repo.file(deb));

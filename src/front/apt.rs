@@ -340,14 +340,35 @@ fn hash_fields(mut reply: Reply, size: u64, hashes: &[(Algorithm, String)]) -> R
 /// `400 URI Failure` with apt's `FailReason` and, for failures worth another try,
 /// `Transient-Failure` (apt retries those `Acquire::Retries` times).
 fn failure_reply(uri: &str, error: &FetchError, sized: bool) -> Reply {
-    Reply::new("400 URI Failure")
+    let reply = Reply::new("400 URI Failure")
         .field("URI", uri)
         .field("Message", error)
         .maybe("FailReason", fail_reason(error, sized))
         .maybe(
             "Transient-Failure",
             (error.disposition() == Disposition::Transient).then_some("true"),
-        )
+        );
+    received_hash(reply, error)
+}
+
+/// For a mismatch, what was received, in the `<Type>-Hash` field apt lists under "Hashes of
+/// received file" beside the expected ones.
+fn received_hash(reply: Reply, error: &FetchError) -> Reply {
+    match error {
+        FetchError::ChecksumMismatch {
+            algorithm, actual, ..
+        } => {
+            let name = Algorithm::from_name(algorithm)
+                .and_then(|a| HASH_NAMES.iter().find(|(known, _)| *known == a))
+                .map(|(_, name)| format!("{name}-Hash"));
+            match name {
+                Some(name) => reply.field(&name, actual),
+                None => reply,
+            }
+        }
+        FetchError::SizeMismatch { actual, .. } => reply.field("Checksum-FileSize-Hash", actual),
+        _ => reply,
+    }
 }
 
 /// The `FailReason` apt knows for `error` (`acquire-worker.cc`, `acquire-item.cc`);

@@ -623,3 +623,24 @@ fn a_changed_index_is_started_when_it_is_done() {
     assert_eq!(replies[0].field("Size"), Some("7"));
     assert_eq!(replies[1].field("IMS-Hit"), None);
 }
+
+#[test]
+fn a_mismatch_tells_what_was_received() {
+    let reply = failure(
+        FetchError::ChecksumMismatch {
+            algorithm: "sha256",
+            expected: "a".into(),
+            actual: SHA256.into(),
+        },
+        "",
+    );
+    assert_eq!(reply.field("SHA256-Hash"), Some(SHA256));
+    let reply = failure(
+        FetchError::SizeMismatch {
+            expected: 5,
+            actual: 4,
+        },
+        "",
+    );
+    assert_eq!(reply.field("Checksum-FileSize-Hash"), Some("4"));
+}
