@@ -2,14 +2,16 @@
 //! means for one request: transfer settings ([`crate::api::Transport`]) and extra headers.
 //!
 //! Only a few `Acquire::http::*` items are honoured (docs/fronts.md lists them); the rest
-//! of the tree is kept but unused. Lookups follow the stock method (`basehttp.cc`
-//! `ConfigFind`): `Acquire::<scheme>::<name>::<host>`, then `Acquire::<scheme>::<name>`, and
-//! for https the same under `http`, so `Acquire::https::…` overrides `Acquire::http::…`.
+//! of the tree is kept but unused. Lookups follow the stock methods: host-specific first
+//! (`Acquire::<scheme>::<name>::<host>` as for `Proxy`, or `Acquire::<scheme>::<host>::<name>`
+//! as for the TLS items), then `Acquire::<scheme>::<name>`; for https the same under `http`
+//! next, so `Acquire::https::…` overrides `Acquire::http::…`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::{LowSpeed, Transport};
+use crate::api::{LowSpeed, Tls, Transport};
 use crate::front::apt::message::{is_true, Message};
 
 /// apt's configuration items, by lowercased name (apt's names are case-insensitive).
@@ -57,6 +59,7 @@ impl Settings {
         if let Some(kib) = find("Dl-Limit").and_then(|v| v.trim().parse::<u64>().ok()) {
             transport.max_speed = (kib > 0).then_some(kib * 1024);
         }
+        transport.tls = self.tls(uri);
         let mut headers = Vec::new();
         if let Some(agent) = find("User-Agent").filter(|a| !a.trim().is_empty()) {
             headers.push(("User-Agent".to_string(), agent.trim().to_string()));
@@ -71,13 +74,35 @@ impl Settings {
         }
     }
 
+    /// The stock https method's TLS items (`Acquire::https::CaInfo`, `Verify-Peer`,
+    /// `Verify-Host`, `SslCert`, `SslKey`); unset ones keep the engine's defaults (verify
+    /// everything against the system's authorities).
+    fn tls(&self, uri: &str) -> Tls {
+        let find = |name: &str| {
+            self.find(uri, name)
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let defaults = Tls::default();
+        Tls {
+            ca_file: find("CaInfo").map(PathBuf::from),
+            cert: find("SslCert").map(PathBuf::from),
+            key: find("SslKey").map(PathBuf::from),
+            verify_peer: find("Verify-Peer").map_or(defaults.verify_peer, is_true),
+            verify_host: find("Verify-Host").map_or(defaults.verify_host, is_true),
+            ..defaults
+        }
+    }
+
     /// `name` for `uri`: host-specific first, then the scheme's, then http's.
     fn find(&self, uri: &str, name: &str) -> Option<&str> {
         let (scheme, host) = scheme_and_host(uri);
-        let mut keys = Vec::with_capacity(4);
+        let mut keys = Vec::with_capacity(6);
         for scheme in [scheme.as_str(), "http"] {
             if !host.is_empty() {
+                // apt spells both: `Proxy::<host>`, and `<host>::Verify-Peer` for TLS.
                 keys.push(format!("acquire::{scheme}::{name}::{host}"));
+                keys.push(format!("acquire::{scheme}::{host}::{name}"));
             }
             keys.push(format!("acquire::{scheme}::{name}"));
         }

@@ -644,3 +644,34 @@ fn a_mismatch_tells_what_was_received() {
     );
     assert_eq!(reply.field("Checksum-FileSize-Hash"), Some("4"));
 }
+
+#[test]
+fn tls_items_of_the_https_method() {
+    let mut h = Harness::started();
+    configure(
+        &mut h,
+        &[
+            "Acquire::https::CaInfo=/etc/ssl/private-ca.pem",
+            "Acquire::https::Verify-Host=false",
+            "Acquire::https::mirror.local::Verify-Peer=no",
+            "Acquire::https::Verify-Peer::other.local=no",
+            "Acquire::https::SslCert=/c.pem",
+            "Acquire::https::SslKey=/k.pem",
+        ],
+    );
+    h.feed(&acquire("https://h/a", ""));
+    h.feed(&acquire("https://mirror.local/b", ""));
+    h.feed(&acquire("https://other.local/b", ""));
+    let d = h.downloads();
+    let tls = |i: usize| d[i].1.transport.as_deref().unwrap().tls.clone();
+    assert_eq!(
+        tls(0).ca_file.as_deref(),
+        Some(Path::new("/etc/ssl/private-ca.pem"))
+    );
+    assert_eq!(
+        (tls(0).cert.as_deref(), tls(0).key.as_deref()),
+        (Some(Path::new("/c.pem")), Some(Path::new("/k.pem")))
+    );
+    assert!(tls(0).verify_peer && !tls(0).verify_host);
+    assert!(!tls(1).verify_peer && !tls(2).verify_peer, "per host");
+}
