@@ -96,19 +96,7 @@ impl Front for Apt {
             Event::Progress { id, total, .. } => self.on_progress(id, total, io),
             Event::Done {
                 id, ref outcome, ..
-            } => {
-                if let Some(mut item) = self.items.remove(id) {
-                    let modified = !matches!(outcome, Outcome::NotModified { .. });
-                    if !item.started && modified {
-                        // The body came before its first progress report, or nothing was
-                        // fetched (the file at `Filename` was already whole): the stock
-                        // method also answers Start, then Done.
-                        start_reply(id, &mut item, outcome_size(outcome)).send(io.stdout());
-                    }
-                    done_reply(id, &item, outcome).send(io.stdout());
-                    self.next_waiting(id, io);
-                }
-            }
+            } => self.on_done(id, outcome, io),
             Event::Failed { id, error, .. } => {
                 if let Some(item) = self.items.remove(id) {
                     failure_reply(id, error, item.expected_size.is_some()).send(io.stdout());
@@ -216,6 +204,21 @@ impl Apt {
         if let Some(item) = self.items.get_mut(uri).filter(|item| !item.started) {
             start_reply(uri, item, total).send(io.stdout());
         }
+    }
+
+    fn on_done(&mut self, uri: &str, outcome: &Outcome<'_>, io: &mut Io<'_>) {
+        let Some(mut item) = self.items.remove(uri) else {
+            return;
+        };
+        let modified = !matches!(outcome, Outcome::NotModified { .. });
+        if !item.started && modified {
+            // The body came before its first progress report, or nothing was fetched (the
+            // file at `Filename` was already whole): the stock method also answers Start,
+            // then Done.
+            start_reply(uri, &mut item, outcome_size(outcome)).send(io.stdout());
+        }
+        done_reply(uri, &item, outcome).send(io.stdout());
+        self.next_waiting(uri, io);
     }
 
     /// The engine would not take a download (an invalid URL, say): a failure for its URI.
