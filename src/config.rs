@@ -72,6 +72,19 @@ pub struct Options {
     /// User-Agent header sent with every HTTP request.
     #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
+
+    /// Another protocol instead of JSON Lines.
+    #[command(subcommand)]
+    pub protocol: Option<Protocol>,
+}
+
+/// The protocols besides JSON Lines, each a subcommand (docs/fronts.md).
+#[derive(clap::Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// yum's external downloader: speak urlgrabber-ext-down on stdin/stdout (also chosen
+    /// when fetchmux runs under that name).
+    #[command(name = "urlgrabber-ext-down")]
+    UrlgrabberExtDown,
 }
 
 impl Options {
@@ -116,5 +129,15 @@ mod tests {
         let o = Options::try_parse_from(["fetchmux"]).unwrap();
         assert_eq!(o.max_parallel, 32);
         assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
+        assert_eq!(o.protocol, None);
+    }
+
+    #[test]
+    fn protocols_are_subcommands() {
+        let o = Options::try_parse_from(["fetchmux", "--max-parallel", "4", "urlgrabber-ext-down"])
+            .unwrap();
+        assert_eq!(o.protocol, Some(Protocol::UrlgrabberExtDown));
+        assert_eq!(o.max_parallel, 4);
+        assert!(Options::try_parse_from(["fetchmux", "frobnicate"]).is_err());
     }
 }
