@@ -59,6 +59,14 @@ pub fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(temp_name(dest.file_name().unwrap_or_default()))
 }
 
+/// Give the file at `path` the modification time `time` (the server's `Last-Modified`).
+pub fn set_mtime(path: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(time)
+}
+
 /// The directory `dest` goes in: its parent, or `.` for a bare name.
 pub fn parent(dest: &Path) -> &Path {
     match dest.parent() {

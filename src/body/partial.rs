@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::body::digest::{Algorithm, Digests};
+use crate::http_date;
 
 /// Suffix of a resumable partial; its record adds `.meta`.
 pub const PARTIAL_SUFFIX: &str = ".fetchmux-partial";
@@ -192,6 +193,30 @@ impl Partial {
     pub fn remove_record(&self) {
         let _ = std::fs::remove_file(meta_path_for(&self.path));
     }
+}
+
+/// Make the bytes another program left at `dest` (apt's `partial/` file, urlgrabber's
+/// `reget`) our partial of this download, recorded with the file's mtime as the `If-Range`
+/// validator, so that the resume path asks for the rest and checks everything as usual.
+/// Nothing happens when `dest` holds no bytes, or already the whole expected size (the
+/// cached check has had its say; a fresh body then replaces it).
+pub fn adopt(dest: &Path, identity: &Identity) -> std::io::Result<()> {
+    let meta = match std::fs::symlink_metadata(dest) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_file() || meta.len() == 0 || identity.size.is_some_and(|s| meta.len() >= s) {
+        return Ok(());
+    }
+    let mut digests = Digests::new([]);
+    let length = feed_file(dest, &mut digests)?;
+    let mut partial = Partial::new(dest, identity.clone());
+    partial.validators = (None, meta.modified().ok().map(http_date::format));
+    // Renamed first: a crash before the record leaves bytes without a record, which the
+    // next attempt removes; never a record over bytes it does not describe.
+    std::fs::rename(dest, &partial.path)?;
+    partial.write_record(dest, length, digests.sha256_so_far())
 }
 
 /// Feed a file's bytes to `digests`; returns how many there were.

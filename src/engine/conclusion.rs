@@ -2,14 +2,17 @@
 //! bytes (through the hashing and placing workers when they hold them), or retry, or fail.
 //! docs/design.md has the retry policy as a table.
 
+use std::path::Path;
+
 use crate::api::{Event, Outcome, Source};
 use crate::body::hasher::Answer;
-use crate::body::placer;
 use crate::body::sink::{Sink, Verified};
+use crate::body::{fs, placer};
 use crate::engine::downloads::{Ended, Hashing, Placing, State};
 use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::{Disposition, FetchError};
+use crate::http_date;
 use crate::net::response::ResponseHead;
 use crate::net::url::host_key;
 use crate::net::verdict::{judge, Verdict};
@@ -104,7 +107,11 @@ impl Engine {
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);
         let head = std::mem::take(&mut transfer.head);
-        if self.spare_handles.len() < self.options.max_parallel as usize {
+        // A handle that carried a request's own transport settings is not reused: restoring
+        // every default would be more code than a new handle costs (connections live in the
+        // multi handle's pool either way).
+        let recyclable = download.job.request.transport.is_none();
+        if recyclable && self.spare_handles.len() < self.options.max_parallel as usize {
             self.spare_handles.push(easy);
         }
         (sink, head)
@@ -246,10 +253,13 @@ impl Engine {
             let limit = self.mirrors.limit(&job.origin);
             self.scheduler.set_limit(&job.slot, limit);
         }
+        let (head, url) = (&ended.head, job.url.as_str());
         if verified.is_some() {
             self.known_files.placed(&job.request.dest);
+            if job.request.server_mtime {
+                stamp(&job.request.dest, head.last_modified.as_deref());
+            }
         }
-        let (head, url) = (&ended.head, job.url.as_str());
         let status = (ended.status > 0).then_some(ended.status);
         let (etag, last_modified) = (head.etag.as_deref(), head.last_modified.as_deref());
         let outcome = match &verified {
@@ -377,5 +387,19 @@ fn candidates(source: &Source, mirrors: &Mirrors) -> Vec<String> {
             .bases(set)
             .map(<[String]>::to_vec)
             .unwrap_or_default(),
+    }
+}
+
+/// Give a placed file the server's `Last-Modified` as its mtime. A failure leaves the
+/// verified file as it is, with a line on stderr: the bytes are what matters.
+fn stamp(dest: &Path, last_modified: Option<&str>) {
+    let Some(time) = last_modified.and_then(http_date::parse) else {
+        return;
+    };
+    if let Err(e) = fs::set_mtime(dest, time) {
+        eprintln!(
+            "fetchmux: cannot set the modification time of {}: {e}",
+            dest.display()
+        );
     }
 }

@@ -81,11 +81,14 @@ const STDOUT: Token = Token(3);
 /// The engine: every download of the run, and everything that moves them along.
 pub struct Engine {
     options: Options,
+    /// Every unfinished download, each in one state; keys double as curl tokens. Declared
+    /// before `multi` because fields drop in order: an active download's handle detaches
+    /// itself from the multi handle when dropped, which must still be alive then (a panic
+    /// with transfers running would otherwise end in a segfault, not its message).
+    downloads: Downloads,
     poll: Poll,
     multi: Multi,
     curl_io: CurlIo,
-    /// Every unfinished download, each in one state; keys double as curl tokens.
-    downloads: Downloads,
     /// Handles of ended attempts, kept for reuse (at most `--max-parallel`).
     spare_handles: Vec<Easy2<Transfer>>,
     scheduler: Scheduler,

@@ -533,3 +533,5 @@ fn a_request_submitted_on_an_event_starts_at_once() {
         started.elapsed()
     );
 }
+
+mod per_request;

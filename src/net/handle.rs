@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List};
 
-use crate::api::Download;
+use crate::api::{Download, Transport};
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
@@ -64,6 +64,10 @@ pub(crate) fn build(
         }
     };
     configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
+    if let Some(transport) = &request.transport {
+        // Only on a handle with the helper-wide settings: such a handle is never recycled.
+        configure_transport(&mut easy, transport).map_err(setup_error)?;
+    }
     Ok(easy)
 }
 
@@ -91,7 +95,7 @@ fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Opti
             None,
         );
     }
-    if !request.resume {
+    if !request.resume && !request.continue_dest {
         return (
             Sink::new(&request.dest, &wanted, limit),
             BodyMode::Whole,
@@ -106,6 +110,15 @@ fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Opti
             .find(|(a, _)| a.name() == "sha256")
             .map(|(_, hex)| hex.clone()),
     };
+    if request.continue_dest {
+        if let Err(e) = crate::body::partial::adopt(&request.dest, &identity) {
+            // The bytes stay where they are and a whole body replaces them.
+            eprintln!(
+                "fetchmux: cannot continue {}: {e}; fetching it whole",
+                request.dest.display()
+            );
+        }
+    }
     let (sink, from) = Sink::resumable(&request.dest, &wanted, limit, identity);
     match from {
         None => (sink, BodyMode::Whole, None),
@@ -192,6 +205,51 @@ fn configure_request(
         BodyMode::Range(range) => easy.range(&format!("{}-{}", range.start, range.end))?,
     }
     easy.http_headers(headers)
+}
+
+/// A request's own transfer settings, over the helper-wide ones of a fresh or recycled
+/// handle (the engine does not recycle a handle after this).
+fn configure_transport(
+    easy: &mut Easy2<Transfer>,
+    transport: &Transport,
+) -> Result<(), curl::Error> {
+    if let Some(timeout) = transport.connect_timeout {
+        easy.connect_timeout(timeout)?;
+    }
+    if let Some(low) = transport.low_speed {
+        easy.low_speed_limit(low.bytes_per_second)?;
+        easy.low_speed_time(low.time)?;
+    }
+    if let Some(speed) = transport.max_speed {
+        easy.max_recv_speed(speed)?;
+    }
+    if let Some(proxy) = &transport.proxy {
+        easy.proxy(proxy)?;
+    }
+    let tls = &transport.tls;
+    if let Some(file) = &tls.ca_file {
+        easy.cainfo(file)?;
+    }
+    if let Some(dir) = &tls.ca_path {
+        easy.capath(dir)?;
+    }
+    if let Some(cert) = &tls.cert {
+        easy.ssl_cert(cert)?;
+    }
+    if let Some(kind) = &tls.cert_type {
+        easy.ssl_cert_type(kind)?;
+    }
+    if let Some(key) = &tls.key {
+        easy.ssl_key(key)?;
+    }
+    if let Some(kind) = &tls.key_type {
+        easy.ssl_key_type(kind)?;
+    }
+    if let Some(password) = &tls.key_password {
+        easy.key_password(password)?;
+    }
+    easy.ssl_verify_peer(tls.verify_peer)?;
+    easy.ssl_verify_host(tls.verify_host)
 }
 
 /// No Range header (a recycled handle may have had one).
