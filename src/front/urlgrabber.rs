@@ -33,6 +33,11 @@ pub const PROGRAM_NAME: &str = "urlgrabber-ext-down";
 /// second report through, so the front keeps to the engine's pace and only guards it.
 const PROGRESS_GAP: Duration = Duration::from_millis(250);
 
+/// The last byte asked for by a range without an end: beyond any file, and still a number
+/// servers parse (nginx answers 416 to a last byte that does not fit its 63-bit `off_t`).
+/// The API has no open-ended range; this stands for one.
+const OPEN_END: u64 = i64::MAX as u64;
+
 /// urlgrabber's defaults for options the parent leaves out (`None` values are not sent).
 const DEFAULT_TIMEOUT_SECS: u64 = 300;
 const DEFAULT_MINRATE: u32 = 1000;
@@ -219,9 +224,9 @@ pub(crate) fn download(
     Ok(d)
 }
 
-/// `range=(a,b)` is Python-style, end-exclusive; `(a,None)` runs to the end of the file,
-/// sent as a last byte beyond any file (servers answer up to their last byte, RFC 9110
-/// 14.1.2); `(None,b)` starts at 0.
+/// `range=(a,b)` is Python-style, end-exclusive; `(a,None)`, which the parent normalises to
+/// `(a,'')` before sending, runs to the end of the file: [`OPEN_END`] as the last byte
+/// (servers answer up to their last byte, RFC 9110 14.1.2); `(None,b)` starts at 0.
 fn byte_range(value: Option<&Value>) -> Result<Option<ByteRange>, Failure> {
     let Some(value) = value else {
         return Ok(None);
@@ -232,6 +237,7 @@ fn byte_range(value: Option<&Value>) -> Result<Option<ByteRange>, Failure> {
     };
     let bound = |v: Option<&Value>| match v {
         None | Some(Value::None) => Ok(None),
+        Some(Value::Str(s)) if s.is_empty() => Ok(None),
         Some(Value::Int(n)) if *n >= 0 => Ok(Some(*n as u64)),
         Some(_) => Err(bad()),
     };
@@ -240,7 +246,7 @@ fn byte_range(value: Option<&Value>) -> Result<Option<ByteRange>, Failure> {
         Some(end) if end <= start => return Err(bad()),
         Some(end) => end - 1,
         None if start == 0 => return Ok(None),
-        None => u64::MAX - 1,
+        None => OPEN_END,
     };
     Ok(Some(ByteRange { start, end }))
 }

@@ -173,12 +173,13 @@ fn maps_a_range_and_headers() {
     );
     // A float throttle is a fraction of `bandwidth`; 1.0 of 0 is no limit.
     assert_eq!(d.transport.unwrap().max_speed, Some(0));
-    let d = mapped("url='http://h/x' filename='x' range=(10,None)");
+    // What the parent sends for `range=(10, None)`.
+    let d = mapped("url='http://h/x' filename='x' range=(10,'')");
     assert_eq!(
         d.range,
         Some(ByteRange {
             start: 10,
-            end: u64::MAX - 1
+            end: OPEN_END
         })
     );
     assert_eq!(
