@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -432,4 +432,105 @@ fn the_real_parent_sees_what_the_stock_helper_gives() {
             .any(|(_, _, status, uri)| *status == 206 && uri == "/pkgs/reget-kept.bin"),
         "{ours_log:?}"
     );
+}
+
+/// The protocol without the parent: answers numbered in request order (a line that cannot
+/// be read gets its failure at once), exit status 0 and nothing on stderr when stdin ends.
+#[test]
+fn answers_each_line_by_its_number_and_exits_on_eof() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a.bin"), body(1, 100_000)).unwrap();
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let line = |name: &str| {
+        format!(
+            "url='http://127.0.0.1:{}/{name}' filename='{}' timeout=20.5 size=0\n",
+            nginx.http_port,
+            out.path().join(name).display()
+        )
+    };
+    let input = format!("{}garbage\n{}", line("a.bin"), line("missing.bin"));
+    let output = run_helper(
+        Command::new(env!("CARGO_BIN_EXE_fetchmux")).arg("urlgrabber-ext-down"),
+        &input,
+    );
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let mut lines: Vec<_> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 3, "{text}");
+    let first: Vec<_> = lines[0].split(' ').collect();
+    assert_eq!(
+        (first[0], first[1], first[2], first[4]),
+        ("1", "100000", "100000", "OK"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[1],
+        "2 0 0 0.000 1 0 Bad request: `garbage` is not key=value"
+    );
+    assert_eq!(lines[2], "3 0 0 0.000 14 404 HTTP Error 404 - Not Found");
+    assert_eq!(
+        std::fs::read(out.path().join("a.bin")).unwrap(),
+        body(1, 100_000)
+    );
+    assert!(!out.path().join("missing.bin").exists());
+}
+
+/// SIGINT in the middle of a transfer: exit status 0, progress lines before it, and no
+/// file left behind.
+#[test]
+fn exits_quietly_on_sigint() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("big.bin"), body(2, 2_000_000)).unwrap();
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("big.bin");
+    let work = tempfile::tempdir().unwrap();
+    let mut child = Command::new(fetchmux_as_helper(work.path()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // 100 kB/s: 20 s for the whole file, far longer than the test waits.
+    writeln!(
+        stdin,
+        "url='http://127.0.0.1:{}/big.bin' filename='{}' throttle=100000 size=2000000 progress_obj=True",
+        nginx.http_port,
+        dest.display()
+    )
+    .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let progress: Vec<_> = first.split_whitespace().collect();
+    assert_eq!(progress.len(), 2, "a progress line first: {first:?}");
+    assert_eq!(progress[0], "1");
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(!dest.exists(), "nothing left at {dest:?}");
+    drop(stdin);
+}
+
+fn run_helper(command: &mut Command, input: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
