@@ -5,7 +5,7 @@
 //! speaks ([`Mode`]): JSON Lines unless told otherwise, or apt's method protocol when apt
 //! runs the binary under a method's name.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::time::Duration;
 
@@ -82,41 +82,44 @@ pub struct Options {
     pub mode: Option<Mode>,
 }
 
-/// A protocol other than the default JSON Lines.
+/// A protocol other than the default JSON Lines (docs/fronts.md). Each is a subcommand, for
+/// people, and is also chosen by the name a package manager runs the binary under.
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Be apt's http/https acquire method: apt's method protocol on stdin and stdout
-    /// (docs/fronts.md). apt runs the binary this way when it is installed as
-    /// `<methods dir>/http` or `https`; this subcommand is for trying it by hand.
+    /// Be apt's http/https acquire method: apt's method protocol on stdin and stdout. apt
+    /// runs the binary this way when it is installed as `<methods dir>/http` or `https`.
     AptMethod,
+    /// Be yum's external downloader: urlgrabber-ext-down's protocol on stdin and stdout.
+    /// urlgrabber runs the binary this way when it is installed as
+    /// /usr/libexec/urlgrabber-ext-down or named by $URLGRABBER_EXT_DOWN.
+    #[command(name = "urlgrabber-ext-down")]
+    UrlgrabberExtDown,
 }
 
-/// The names apt runs its http methods under (`<methods dir>/<scheme>`).
-const APT_METHOD_NAMES: [&str; 2] = ["http", "https"];
+impl Mode {
+    /// The mode a package manager means by running the binary as `program`: apt runs a
+    /// method as `<methods dir>/<scheme>`, urlgrabber its helper by its path.
+    fn of_program(program: &OsStr) -> Option<Mode> {
+        match Path::new(program).file_name()?.to_str()? {
+            "http" | "https" => Some(Mode::AptMethod),
+            "urlgrabber-ext-down" => Some(Mode::UrlgrabberExtDown),
+            _ => None,
+        }
+    }
+}
 
 impl Options {
-    /// The options for this process's command line. apt runs a method as
-    /// `<methods dir>/<scheme>` with no other argument, so under such a name the command line
-    /// is not parsed: defaults, in apt mode.
+    /// The options for this process's command line. Under a package manager's helper name
+    /// (see [`Mode::of_program`]) the arguments are not parsed, as they are the package
+    /// manager's, not ours: defaults, in that mode.
     pub fn from_args(args: impl IntoIterator<Item = OsString>) -> Result<Options, clap::Error> {
         let mut args = args.into_iter().peekable();
-        let apt_name = args
-            .peek()
-            .and_then(|argv0| Path::new(argv0).file_name())
-            .is_some_and(|name| APT_METHOD_NAMES.iter().any(|n| name == *n));
-        let mut options = if apt_name {
+        if let Some(mode) = args.peek().and_then(|argv0| Mode::of_program(argv0)) {
             let mut defaults = Options::try_parse_from(["fetchmux"])?;
-            defaults.mode = Some(Mode::AptMethod);
-            defaults
-        } else {
-            Options::try_parse_from(args)?
-        };
-        if options.mode == Some(Mode::AptMethod) {
-            // apt retries transient failures itself (Acquire::Retries, with its own delays)
-            // and must see each one, marked Transient-Failure.
-            options.retries = 0;
+            defaults.mode = Some(mode);
+            return Ok(defaults);
         }
-        Ok(options)
+        Options::try_parse_from(args)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -160,6 +163,7 @@ mod tests {
         let o = Options::try_parse_from(["fetchmux"]).unwrap();
         assert_eq!(o.max_parallel, 32);
         assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
+        assert_eq!(o.mode, None);
     }
 
     fn from(args: &[&str]) -> Result<Options, clap::Error> {
@@ -169,23 +173,29 @@ mod tests {
     #[test]
     fn json_lines_unless_told_or_named_otherwise() {
         let o = from(&["/usr/bin/fetchmux", "--max-parallel", "4"]).unwrap();
-        assert_eq!((o.mode, o.max_parallel, o.retries), (None, 4, 5));
-        let o = from(&["fetchmux", "--max-parallel", "4", "apt-method"]).unwrap();
-        assert_eq!(
-            (o.mode, o.max_parallel, o.retries),
-            (Some(Mode::AptMethod), 4, 0)
-        );
+        assert_eq!((o.mode, o.max_parallel), (None, 4));
+        for (name, mode) in [
+            ("apt-method", Mode::AptMethod),
+            ("urlgrabber-ext-down", Mode::UrlgrabberExtDown),
+        ] {
+            let o = from(&["fetchmux", "--max-parallel", "4", name]).unwrap();
+            assert_eq!((o.mode, o.max_parallel), (Some(mode), 4), "{name}");
+        }
         assert!(from(&["fetchmux", "apt-methods"]).is_err());
     }
 
     #[test]
-    fn under_a_methods_name_apts_argv_is_not_parsed() {
-        for argv0 in ["/usr/lib/apt/methods/http", "methods.d/https", "https"] {
+    fn under_a_helpers_name_the_arguments_are_not_parsed() {
+        for (argv0, mode) in [
+            ("/usr/lib/apt/methods/http", Mode::AptMethod),
+            ("methods.d/https", Mode::AptMethod),
+            ("https", Mode::AptMethod),
+            ("/usr/libexec/urlgrabber-ext-down", Mode::UrlgrabberExtDown),
+        ] {
             let o = from(&[argv0, "--whatever"]).unwrap();
-            assert_eq!(o.mode, Some(Mode::AptMethod), "{argv0}");
-            assert_eq!((o.retries, o.max_parallel), (0, 32));
+            assert_eq!((o.mode, o.max_parallel), (Some(mode), 32), "{argv0}");
         }
-        for argv0 in ["/x/http2", "/x/httpd", "http/fetchmux"] {
+        for argv0 in ["/x/http2", "/x/httpd", "http/fetchmux", "urlgrabber"] {
             assert_eq!(from(&[argv0]).unwrap().mode, None, "{argv0}");
         }
     }

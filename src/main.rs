@@ -1,10 +1,8 @@
-//! The `fetchmux` binary: read the command line (or the name apt ran it under), run the
-//! engine under the front of that protocol, exit with its status.
+//! The `fetchmux` binary: read the command line (or the name a package manager ran it
+//! under), run the engine under the front of that protocol, exit with its status.
 
 use fetchmux::config::{Mode, Options};
-use fetchmux::front::apt::Apt;
-use fetchmux::front::jsonl::JsonLines;
-use fetchmux::front::Front;
+use fetchmux::front::{apt, jsonl::JsonLines, urlgrabber, Front};
 
 fn main() {
     let options = match Options::from_args(std::env::args_os()) {
@@ -15,9 +13,13 @@ fn main() {
             std::process::exit(if err.use_stderr() { 2 } else { 0 });
         }
     };
-    let front: Box<dyn Front> = match options.mode {
-        None => Box::<JsonLines>::default(),
-        Some(Mode::AptMethod) => Box::<Apt>::default(),
+    let (options, front): (Options, Box<dyn Front>) = match options.mode {
+        None => (options, Box::<JsonLines>::default()),
+        Some(Mode::AptMethod) => (apt::options(options), Box::<apt::Apt>::default()),
+        Some(Mode::UrlgrabberExtDown) => (
+            urlgrabber::options(options),
+            Box::<urlgrabber::UrlGrabber>::default(),
+        ),
     };
     std::process::exit(fetchmux::engine::run(options, front));
 }

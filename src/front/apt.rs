@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use crate::api::{self, About, Event, Outcome, Request, Source, Summary, Ticket};
 use crate::body::digest::Algorithm;
+use crate::config::Options;
 use crate::error::{Disposition, FetchError};
 use crate::front::{Front, Io, Line};
 use crate::http_date;
@@ -32,6 +33,14 @@ const HASH_NAMES: [(Algorithm, &str); 4] = [
     (Algorithm::Sha1, "SHA1"),
     (Algorithm::Md5, "MD5Sum"),
 ];
+
+/// The helper-wide settings of this front: no retries, since apt retries transient failures
+/// itself (`Acquire::Retries`, with its own delays) and must see each one, marked
+/// `Transient-Failure`.
+pub fn options(mut options: Options) -> Options {
+    options.retries = 0;
+    options
+}
 
 /// The apt method front.
 #[derive(Default)]

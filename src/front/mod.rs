@@ -5,6 +5,7 @@
 
 pub mod apt;
 pub mod jsonl;
+pub mod urlgrabber;
 
 use std::time::Instant;
 
