@@ -6,9 +6,13 @@ packages and gives this script a fresh scratch directory (BENCH_WORK). Root only
 network namespace, TUN devices. Python 3 standard library only.
 
 Scenarios (full):  A 10,000 x 4 KiB; B 1,000 x 256 KiB; C 4 x 512 MiB (4 at once);
-                   L 2,000 x 4 KiB over a 50 ms round trip; L2 = L over TLS + HTTP/2.
+                   L 2,000 x 4 KiB over a 50 ms round trip; L2 = L over TLS + HTTP/2;
+                   P `apt-get download` of 300 packages (1 KiB to 4 MiB) over the 50 ms
+                   link, stock http method vs fetchmux as the method; U urlgrabber's
+                   parallel_wait() of the same files, stock urlgrabber-ext-down vs fetchmux.
 Scenarios (smoke): A 200 x 4 KiB; B 20 x 256 KiB; C 1 x 8 MiB; L 50 x 4 KiB over the delay
-                   line (only if namespaces work); L2 50 x 4 KiB over TLS + HTTP/2 on loopback.
+                   line (only if namespaces work); L2 50 x 4 KiB over TLS + HTTP/2 on loopback;
+                   P and U with 20 packages over the delay line.
 
 The round trip comes from bench/delayline.py (this kernel has no `tc netem`): two network
 namespaces of our own joined by TUN devices, each packet forwarded after 25 ms.
@@ -92,15 +96,35 @@ NS_PORTS = dict(http=8080, https=8443, probe=9443)  # inside our own namespace
 
 NETWORK_TOOLS = ["fetchmux", "curl", "wget2", "aria2c"]
 PEERS = ["curl", "wget2", "aria2c"]
-ALL_TOOLS = NETWORK_TOOLS + ["sequential", "cp", "sha256"]
+# Scenarios P and U: (fetchmux as the helper, the stock helper) of each package manager.
+FRONT_TOOLS = {"apt": ("apt-fetchmux", "apt-stock"), "urlgrabber": ("ug-fetchmux", "ug-stock")}
+FRONT_LABELS = {"apt-fetchmux": "**apt-get download, fetchmux as the http method**",
+                "apt-stock": "apt-get download, stock http method",
+                "ug-fetchmux": "**urlgrabber parallel_wait, fetchmux as urlgrabber-ext-down**",
+                "ug-stock": "urlgrabber parallel_wait, stock urlgrabber-ext-down"}
+CLIENT_TOOLS = NETWORK_TOOLS + ["sequential"] + [t for pair in FRONT_TOOLS.values() for t in pair]
+ALL_TOOLS = CLIENT_TOOLS + ["cp", "sha256"]
+# Package sizes of P and U, cycled: 1 KiB to 4 MiB, most of them small, as in a Debian
+# archive (mean about 0.8 MiB).
+PACKAGE_SIZES = "1K,3K,8K,20K,40K,80K,150K,300K,600K,1M,2M,4M"
 KIB, MIB = 1024, 1024 * 1024
 
 
 def scenario(name, files, size, n, tls=False, delay=False, runs=None, extra=(), seq=False):
     tools = NETWORK_TOOLS + (["sequential"] if seq else []) + list(extra)
     tools = [t for t in tools if not ONLY_TOOLS or t in ONLY_TOOLS]
-    return dict(name=name, files=files, size=size, n=n, tls=tls, delay=delay,
-                runs=runs or RUNS, tools=tools, seq=min(SEQ_FILES, files) if seq else 0)
+    return dict(name=name, kind="files", files=files, size=size, n=n, tls=tls, delay=delay,
+                runs=runs or RUNS, tools=tools, seq=min(SEQ_FILES, files) if seq else 0,
+                fm="fetchmux", peers=PEERS)
+
+
+def front_scenario(name, kind, packages):
+    """A package manager's own client over the delay line, with its stock helper and with
+    fetchmux as that helper (docs/fronts.md): `kind` is "apt" or "urlgrabber"."""
+    fm, stock = FRONT_TOOLS[kind]
+    tools = [t for t in (fm, stock) if not ONLY_TOOLS or t in ONLY_TOOLS]
+    return dict(name=name, kind=kind, files=packages, size=None, n=None, tls=False,
+                delay=True, runs=RUNS, tools=tools, seq=0, fm=fm, peers=[stock])
 
 
 if SMOKE:
@@ -110,6 +134,8 @@ if SMOKE:
         scenario("C", 1, 8 * MIB, PARALLEL_C, runs=RUNS_C, extra=["cp", "sha256"]),
         scenario("L", 50, 4 * KIB, PARALLEL, delay=True, seq=True),
         scenario("L2", 50, 4 * KIB, PARALLEL, tls=True),  # TLS + HTTP/2 on loopback
+        front_scenario("P", "apt", 20),
+        front_scenario("U", "urlgrabber", 20),
     ]
 else:
     SCENARIOS = [
@@ -118,8 +144,10 @@ else:
         scenario("C", 4, 512 * MIB, PARALLEL_C, runs=RUNS_C, extra=["cp", "sha256"]),
         scenario("L", 2_000, 4 * KIB, PARALLEL, delay=True, seq=True),
         scenario("L2", 2_000, 4 * KIB, PARALLEL, tls=True, delay=True),
+        front_scenario("P", "apt", 300),
+        front_scenario("U", "urlgrabber", 300),
     ]
-TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8}
+TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8, "P": 0.5, "U": 0.5}
 
 WORK = os.environ.get("BENCH_WORK") or tempfile.mkdtemp(
     prefix="fetchmux-bench.", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
@@ -143,7 +171,21 @@ def human_size(n):
 # Fixtures, certificate, nginx, namespaces
 
 def fixture_dir(sc):
-    return os.path.join(WORK, "fixtures", f"{sc['files']}x{sc['size']}")
+    return os.path.join(WORK, "fixtures", fixture_name(sc))
+
+
+def fixture_name(sc):
+    """The fixtures' directory under nginx's root: a flat Debian repository for P and U."""
+    if sc["kind"] != "files":
+        return f"debs-{sc['files']}"
+    return f"{sc['files']}x{sc['size']}"
+
+
+def shape(sc):
+    if sc["size"] is None:
+        sizes = PACKAGE_SIZES.split(",")
+        return f"{sc['files']:,} packages of {sizes[0]}–{sizes[-1]}"
+    return f"{sc['files']:,} × {human_size(sc['size'])}"
 
 
 def fs_type(path):
@@ -159,6 +201,8 @@ def make_fixtures(sc):
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             return json.load(f)
+    if sc["kind"] != "files":
+        return make_package_repo(sc, root, manifest_path)
     log(f"generating fixtures: {sc['files']} x {human_size(sc['size'])}")
     os.makedirs(root)
     manifest = []
@@ -174,6 +218,24 @@ def make_fixtures(sc):
                 out.write(chunk)
                 left -= len(chunk)
         manifest.append([name, sc["size"], digest.hexdigest()])
+    with open(manifest_path, "w") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
+def make_package_repo(sc, root, manifest_path):
+    """A flat Debian repository of real .debs (tests/support/debrepo.py, shared with the apt
+    tests); the manifest lists the .deb files."""
+    log(f"generating a Debian repository: {shape(sc)}")
+    made = subprocess.run(
+        [sys.executable, os.path.join(REPO, "tests", "support", "debrepo.py"), root,
+         "--count", str(sc["files"]), "--sizes", PACKAGE_SIZES, "--prefix", "fmbench"],
+        check=True, capture_output=True, text=True)
+    manifest = []
+    for line in made.stdout.split("\n"):
+        if line.strip():
+            package, size, sha = line.split()
+            manifest.append([f"{package}_1.0_all.deb", int(size), sha])
     with open(manifest_path, "w") as f:
         json.dump(manifest, f)
     return manifest
@@ -342,7 +404,7 @@ def base_url(sc, host, ports, probe=False):
         scheme, port = "https", ports["https"]
     else:
         scheme, port = "http", ports["http"]
-    return f"{scheme}://{host}:{port}/{sc['files']}x{sc['size']}/"
+    return f"{scheme}://{host}:{port}/{fixture_name(sc)}/"
 
 
 def command(tool, sc, manifest, out, lists, host, ports, probe=False):
@@ -384,6 +446,18 @@ def command(tool, sc, manifest, out, lists, host, ports, probe=False):
             f.writelines(f"{url}{name} {name}\n" for name, _, _ in manifest)
             cmd = [sys.executable, os.path.join(REPO, "bench", "seq_download.py"), listing, out]
             cmd += [CERT] if tls else []
+        elif tool.startswith("apt-"):
+            # apt-get download writes into the working directory: run in OUT.
+            names = " ".join(name.split("_")[0] for name, _, _ in manifest)
+            conf = FRONT_SETUP[sc["name"]][tool]
+            cmd = ["sh", "-c", f"cd {out} && exec apt-get download -q {names}"]
+            cmd = ["env", f"APT_CONFIG={conf}"] + cmd
+        elif tool.startswith("ug-"):
+            f.write(url + "\n")
+            f.writelines(name + "\n" for name, _, _ in manifest)
+            python, helper = FRONT_SETUP[sc["name"]][tool]
+            cmd = ["env", f"URLGRABBER_EXT_DOWN={helper}", python,
+                   os.path.join(REPO, "bench", "ug_download.py"), listing, out]
         elif tool == "cp":
             cmd = ["cp", "-r", fixture_dir(sc) + "/.", out]
         elif tool == "sha256":
@@ -391,9 +465,64 @@ def command(tool, sc, manifest, out, lists, host, ports, probe=False):
                                                     for m in manifest]
         else:
             raise ValueError(tool)
-    if sc["delay"] and tool in NETWORK_TOOLS + ["sequential"]:
+    if sc["delay"] and tool in CLIENT_TOOLS:
         cmd = ["ip", "netns", "exec", NS_CLI] + cmd
     return cmd, stdin
+
+
+FRONT_SETUP = {}  # scenario name -> {tool: what `command` needs for it}
+
+
+def prepare_front(sc, env):
+    """The untimed set-up of P or U: two apt roots, each updated once (so the timed runs
+    fetch packages only), or the urlgrabber venv and a link named urlgrabber-ext-down."""
+    url = base_url(sc, *env.host_ports(sc))
+    if sc["kind"] == "apt":
+        FRONT_SETUP[sc["name"]] = {
+            tool: make_apt_root(os.path.join(WORK, f"apt-{sc['name']}-{tool}"), url,
+                                fetchmux=tool == "apt-fetchmux")
+            for tool in sc["tools"]}
+        return
+    venv = os.path.join(WORK, "urlgrabber-venv")
+    subprocess.run(["bash", os.path.join(REPO, "scripts", "urlgrabber-venv.sh"), venv],
+                   check=True)
+    link = os.path.join(WORK, "ug-bin", "urlgrabber-ext-down")
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(FETCHMUX, link)
+    python = os.path.join(venv, "bin", "python")
+    FRONT_SETUP[sc["name"]] = {
+        "ug-fetchmux": (python, link),
+        "ug-stock": (python, os.path.join(venv, "bin", "urlgrabber-ext-down-stock"))}
+
+
+def make_apt_root(root, url, fetchmux):
+    """A throw-away apt root whose http method is the stock one or fetchmux (every other
+    method is the system's); returns its APT_CONFIG file."""
+    for d in ("etc/apt/apt.conf.d", "etc/apt/preferences.d", "etc/apt/sources.list.d",
+              "var/lib/apt/lists/partial", "var/cache/apt/archives/partial", "var/lib/dpkg",
+              "methods"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    open(os.path.join(root, "var/lib/dpkg/status"), "w").close()
+    for method in os.listdir("/usr/lib/apt/methods"):
+        stock = os.path.join("/usr/lib/apt/methods", method)
+        link = os.path.join(root, "methods", method)
+        if not os.path.lexists(link):
+            os.symlink(FETCHMUX if fetchmux and method in ("http", "https") else stock, link)
+    with open(os.path.join(root, "etc/apt/sources.list"), "w") as f:
+        f.write(f"deb [trusted=yes] {url} ./\n")
+    conf = os.path.join(root, "apt.conf")
+    with open(conf, "w") as f:
+        f.write(f'Dir "{root}/";\nDir::State::status "{root}/var/lib/dpkg/status";\n'
+                f'Dir::Bin::Methods "{root}/methods/";\n'
+                f'Dir::Etc::Parts "{root}/etc/apt/apt.conf.d/";\n'
+                'Acquire::Languages "none";\nAPT::Sandbox::User "root";\n')
+    update = ["ip", "netns", "exec", NS_CLI, "env", f"APT_CONFIG={conf}", "apt-get", "update", "-q"]
+    r = subprocess.run(update, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: apt-get update in {root} failed:\n{r.stdout[-1500:]}"
+                         f"{r.stderr[-1500:]}")
+    return conf
 
 
 def check_files(out, manifest):
@@ -558,8 +687,10 @@ def summarize(results):
     return summary
 
 
-def best_peer(summary, name):
-    peers = [summary[(name, p)] for p in PEERS if (name, p) in summary and summary[(name, p)]["ok"]]
+def best_peer(summary, sc):
+    name = sc["name"]
+    peers = [summary[(name, p)] for p in sc["peers"]
+             if (name, p) in summary and summary[(name, p)]["ok"]]
     return min(peers, key=lambda s: s["wall"]) if peers else None
 
 
@@ -569,7 +700,7 @@ def table(summary, scenarios):
              "fetchmux / best peer |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for sc in scenarios:
-        best = best_peer(summary, sc["name"])
+        best = best_peer(summary, sc)
         for tool in ALL_TOOLS:
             s = summary.get((sc["name"], tool))
             if s is None:
@@ -580,18 +711,19 @@ def table(summary, scenarios):
                 label = "aria2c (verifies sha-256)"
             if tool == "fetchmux":
                 label = "**fetchmux** (verifies sha-256 + size)"
-            files = f"{s['files']:,} × {human_size(sc['size'])}"
+            label = FRONT_LABELS.get(tool, label)
+            files = shape(sc)
             if not s["ok"]:
                 lines.append(f"| {sc['name']} | {label} | {files} | 0/{s['runs']} | failed | | | | | | |")
                 continue
             if s["wall"] <= 0:
                 rate = "–"
-            elif sc["size"] >= MIB:
+            elif sc["size"] is None or sc["size"] >= MIB:
                 rate = f"{s['bytes'] / s['wall'] / 1e6:,.0f} MB/s"
             else:
                 rate = f"{s['files'] / s['wall']:,.0f} files/s"
             ratio = ""
-            if tool == "fetchmux" and best and best["wall"] > 0:
+            if tool == sc["fm"] and best and best["wall"] > 0:
                 ratio = f"**{s['wall'] / best['wall']:.2f}** (best: {best['tool']})"
             lines.append(
                 f"| {sc['name']} | {label} | {files} | {s['ok']}/{s['runs']} | "
@@ -604,9 +736,9 @@ def table(summary, scenarios):
 def targets(summary, scenarios, skipped, rtt_ms):
     lines = []
     names = [sc["name"] for sc in scenarios]
-    for name in ["A", "B", "C", "L", "L2"]:
+    for name in ["A", "B", "C", "L", "L2", "P", "U"]:
         sc = next((s for s in SCENARIOS if s["name"] == name), None)
-        fm = summary.get((name, "fetchmux"))
+        fm = summary.get((name, sc["fm"]))
         if name in skipped:
             lines.append(f"- **{name}**: not measured ({skipped[name]}).")
             continue
@@ -635,9 +767,12 @@ def targets(summary, scenarios, skipped, rtt_ms):
                          f"here ({(math.ceil(rounds) + 1) * rtt / 1000:.2f} s): one to connect, "
                          f"then {math.ceil(rounds)} request rounds on each connection.")
             continue
-        best = best_peer(summary, name)
+        best = best_peer(summary, sc)
         if not best or best["wall"] <= 0:
             lines.append(f"- **{name}**: no peer had a successful run.")
+            continue
+        if sc["kind"] != "files":
+            lines.append(front_target(sc, fm, best, rtt_ms or RTT_MS))
             continue
         ratio = fm["wall"] / best["wall"]
         ok = ratio <= TARGETS[name]
@@ -657,6 +792,32 @@ def targets(summary, scenarios, skipped, rtt_ms):
             text += " " + cpu_bound(fm, best, sha)
         lines.append(text)
     return lines
+
+
+def front_target(sc, fm, stock, rtt_ms):
+    """P and U: the package manager's own client with fetchmux as its helper against the
+    same client with its stock helper."""
+    ratio = fm["wall"] / stock["wall"]
+    target = TARGETS[sc["name"]]
+    verdict = "holds" if ratio <= target else "does not hold"
+    mib = fm["bytes"] / MIB
+    text = (f"- **{sc['name']}** ({shape(sc)}, {mib:.0f} MiB, fetchmux as the helper ≤ "
+            f"{target} × the stock helper): {fm['wall']:.2f} s / {stock['wall']:.2f} s = "
+            f"{ratio:.2f}: **{verdict}**.")
+    if sc["kind"] == "apt":
+        text += (" apt hands one method process at most 10 items at a time "
+                 "(Acquire::Max-Pipeline-Depth); the stock method sends them pipelined on one "
+                 "connection and answers them in order, fetchmux runs them at once on "
+                 "several connections and answers each when it is done.")
+    else:
+        rounds = sc["files"] / 5
+        text += (f" urlgrabber's parent runs one transfer per helper process and at most 5 at "
+                 f"once on this mirror (its max_connections), and it hands a helper the next "
+                 f"file only after the last one's answer: no helper can overlap requests. "
+                 f"Both therefore pay at least files / 5 × RTT = {sc['files']} / 5 × "
+                 f"{rtt_ms:.1f} ms = {rounds * rtt_ms / 1000:.2f} s of round trips plus the "
+                 f"bytes; a helper can only save its own start-up and per-file overhead.")
+    return text
 
 
 def cpu_bound(fm, best, sha):
@@ -725,7 +886,9 @@ def commands_section(scenarios, env):
     for sc in scenarios:
         host, ports = env.host_ports(sc)
         sample = [["f0000.bin", sc["size"], "<sha256 hex>"]]
-        lines.append(f"**{sc['name']}** ({sc['files']:,} × {human_size(sc['size'])}, "
+        if sc["kind"] != "files":
+            sample = [["fmbench-000_1.0_all.deb", 1024, "<sha256 hex>"]]
+        lines.append(f"**{sc['name']}** ({shape(sc)}, "
                      f"{'https' if sc['tls'] else 'http'}://{host}"
                      f"{', through the delay line' if sc['delay'] else ''}):")
         lines.append("")
@@ -752,6 +915,8 @@ def commands_section(scenarios, env):
 def write_svg(summary, scenarios, path):
     colors = dict(fetchmux="#1f5fbf", curl="#f28e2b", wget2="#59a14f", aria2c="#e15759",
                   sequential="#9c755f", cp="#bab0ac", sha256="#76b7b2")
+    colors.update({"apt-fetchmux": "#1f5fbf", "ug-fetchmux": "#1f5fbf",
+                   "apt-stock": "#edc948", "ug-stock": "#b07aa1"})
     width, height = 980, 460
     left, top, bottom = 30, 60, 370
     groups = [sc for sc in scenarios if any((sc["name"], t) in summary for t in ALL_TOOLS)]
@@ -773,7 +938,7 @@ def write_svg(summary, scenarios, path):
         bar_w = (group_w - 20) / max(1, len(tools))
         parts.append(f'<line x1="{x0 + 8:.1f}" y1="{bottom}" x2="{x0 + group_w - 8:.1f}" '
                      f'y2="{bottom}" stroke="#333"/>')
-        label = f"{sc['name']}: {sc['files']:,} × {human_size(sc['size'])}"
+        label = f"{sc['name']}: {shape(sc)}"
         label += ", 50 ms RTT" if sc["delay"] else ""
         label += ", TLS+h2" if sc["tls"] else ""
         parts.append(f'<text x="{x0 + group_w / 2:.1f}" y="{bottom + 20}" text-anchor="middle" '
@@ -800,6 +965,9 @@ def write_svg(summary, scenarios, path):
     legend = [t for t in ALL_TOOLS if any((sc["name"], t) in summary for sc in groups)]
     names = dict(sequential="one at a time (subset)", cp="cp floor", sha256="sha256 bound",
                  aria2c="aria2c (verifies)", fetchmux="fetchmux (verifies)")
+    names.update({"apt-fetchmux": "fetchmux (apt, urlgrabber)", "ug-fetchmux": "",
+                  "apt-stock": "stock apt method", "ug-stock": "stock urlgrabber helper"})
+    legend = [t for t in legend if names.get(t, t)]
     step = (width - 2 * left) / max(1, len(legend))
     for i, tool in enumerate(legend):
         x = left + i * step
@@ -954,12 +1122,12 @@ def main():
             scenarios = [sc for sc in scenarios if not sc["delay"]]
         else:
             notes.append(
-                f"L and L2: nginx in network namespace `{NS_SRV}` ({SRV_ADDR}), clients in "
+                f"L, L2, P and U: nginx in network namespace `{NS_SRV}` ({SRV_ADDR}), clients in "
                 f"`{NS_CLI}` ({CLI_ADDR}), joined by bench/delayline.py: one TUN device in each "
                 f"namespace and a Python process that forwards every IP packet to the other "
                 f"side after {RTT_MS / 2:g} ms (`tc netem` is not available on this kernel). "
                 f"Measured before the runs: `ip netns exec {NS_CLI} ping -c 10 {SRV_ADDR}`: "
-                f"{line}. The delay line itself uses CPU on the same 2 cores during L and L2.")
+                f"{line}. The delay line itself uses CPU on the same 2 cores during these scenarios.")
 
     results = []
     csv_path = os.path.join(WORK, "results.csv")
@@ -970,6 +1138,8 @@ def main():
         writer.writeheader()
         for sc in scenarios:
             manifest = manifests[sc["name"]]
+            if sc["kind"] != "files":
+                prepare_front(sc, env)
             if sc["tls"]:
                 found = probe_protocols(sc, manifest, env)
                 for tool, text in found.items():

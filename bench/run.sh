@@ -17,7 +17,7 @@ fi
 # command -> Debian package
 declare -A want=(
   [nginx]=nginx-light [curl]=curl [wget2]=wget2 [aria2c]=aria2 [openssl]=openssl
-  [ip]=iproute2 [ping]=iputils-ping [python3]=python3
+  [ip]=iproute2 [ping]=iputils-ping [python3]=python3 [apt-get]=apt [dpkg-deb]=dpkg
 )
 missing=()
 for cmd in "${!want[@]}"; do
