@@ -13,6 +13,7 @@ use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::{Disposition, FetchError};
 use crate::http_date;
+use crate::net::handle;
 use crate::net::response::ResponseHead;
 use crate::net::url::host_key;
 use crate::net::verdict::{judge, Verdict};
@@ -107,11 +108,8 @@ impl Engine {
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);
         let head = std::mem::take(&mut transfer.head);
-        // A handle that carried a request's own transport settings is not reused: restoring
-        // every default would be more code than a new handle costs (connections live in the
-        // multi handle's pool either way).
-        let recyclable = download.job.request.transport.is_none();
-        if recyclable && self.spare_handles.len() < self.options.max_parallel as usize {
+        let reusable = handle::reusable_after(&download.job.request);
+        if reusable && self.spare_handles.len() < self.options.max_parallel as usize {
             self.spare_handles.push(easy);
         }
         (sink, head)

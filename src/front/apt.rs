@@ -1,6 +1,6 @@
 //! apt's acquire-method protocol (the `http` and `https` methods): `600 URI Acquire`
 //! messages in, `200 URI Start` / `201 URI Done` / `400 URI Failure` answers out, matched
-//! by URI (docs/fronts.md, and `/work/shared/spec/fronts.md` Part B for the wire facts).
+//! by URI (docs/fronts.md; the wire facts are from apt 2.6.1, which the tests run).
 //!
 //! This file owns the conversation: the capabilities, turning a `600` into an
 //! [`api::Download`] and the engine's events into answers. Framing is in `message.rs`, the

@@ -1,8 +1,8 @@
-//! yum's external downloader protocol: fetchmux as `urlgrabber-ext-down` (docs/fronts.md,
-//! the wire facts in the spec's Part A). One request per line of stdin, `key=value` tokens
-//! in urlgrabber's literal format ([`literal`]); one final line per request on stdout,
-//! `id size dlsz secs OK` or `id 0 0 0.000 errno code message`, and `id bytes` progress
-//! lines for requests that asked for them.
+//! yum's external downloader protocol: fetchmux as `urlgrabber-ext-down` (docs/fronts.md;
+//! the wire facts are from urlgrabber 4.1.0, which the tests run). One request per line of
+//! stdin, `key=value` tokens in urlgrabber's literal format ([`literal`]); one final line
+//! per request on stdout, `id size dlsz secs OK` or `id 0 0 0.000 errno code message`, and
+//! `id bytes` progress lines for requests that asked for them.
 //!
 //! This file owns the protocol: request lines → [`api::Download`], events → answer lines,
 //! and the mapping of errors onto urlgrabber's errno/code pairs. The parent numbers requests
@@ -345,13 +345,17 @@ fn tls<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<api::Tls, Failure
         |key: &str| text(get(key), key).map(|v| v.filter(|s| !s.is_empty()).map(PathBuf::from));
     // The stock helper gives the one value to both CAINFO and CAPATH: a file or a directory.
     let ca = path("ssl_ca_cert")?;
+    let (cert, key) = (path("ssl_cert")?, path("ssl_key")?);
+    // The parent always sends the types ('PEM'); they only mean something with a file.
+    let cert_type = text(get("ssl_cert_type"), "ssl_cert_type")?.filter(|_| cert.is_some());
+    let key_type = text(get("ssl_key_type"), "ssl_key_type")?.filter(|_| key.is_some());
     Ok(api::Tls {
         ca_file: ca.clone(),
         ca_path: ca,
-        cert: path("ssl_cert")?,
-        cert_type: text(get("ssl_cert_type"), "ssl_cert_type")?,
-        key: path("ssl_key")?,
-        key_type: text(get("ssl_key_type"), "ssl_key_type")?,
+        cert,
+        cert_type,
+        key,
+        key_type,
         key_password: text(get("ssl_key_pass"), "ssl_key_pass")?,
         verify_peer: get("ssl_verify_peer").is_none_or(truthy),
         verify_host: get("ssl_verify_host").is_none_or(truthy),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List};
 
-use crate::api::{Download, Transport};
+use crate::api::{Download, LowSpeed, Tls, Transport};
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
@@ -64,11 +64,23 @@ pub(crate) fn build(
         }
     };
     configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
+    set_pace(&mut easy, request.transport.as_deref(), options).map_err(setup_error)?;
     if let Some(transport) = &request.transport {
-        // Only on a handle with the helper-wide settings: such a handle is never recycled.
-        configure_transport(&mut easy, transport).map_err(setup_error)?;
+        // Only on a handle with the helper-wide settings: see `reusable_after`.
+        configure_route(&mut easy, transport).map_err(setup_error)?;
     }
     Ok(easy)
+}
+
+/// Whether the handle of an attempt of `request` may serve another request: not after a
+/// request's own proxy or TLS settings, which are not set back (restoring every default
+/// would be more code than a new handle costs; connections live in the multi handle's
+/// pool either way). Its timeouts and speed limit are set on every request.
+pub(crate) fn reusable_after(request: &Download) -> bool {
+    request
+        .transport
+        .as_ref()
+        .is_none_or(|t| t.proxy.is_none() && t.tls == Tls::default())
 }
 
 /// The cap for this body: the exact `size` when known, else `max_size`, else the
@@ -158,11 +170,6 @@ fn configure_handle(
     easy.http_content_decoding(false)?;
     easy.useragent(&options.user_agent)?;
     set_trust(easy, options.ca_file.as_deref())?;
-    easy.connect_timeout(options.connect_timeout())?;
-    if options.low_speed_limit > 0 && options.low_speed_time > 0 {
-        easy.low_speed_limit(options.low_speed_limit)?;
-        easy.low_speed_time(Duration::from_secs(options.low_speed_time))?;
-    }
     easy.buffer_size(CURL_RECEIVE_BUFFER)?;
     if http2 {
         easy.http_version(HttpVersion::V2TLS)?;
@@ -207,26 +214,43 @@ fn configure_request(
     easy.http_headers(headers)
 }
 
-/// A request's own transfer settings, over the helper-wide ones of a fresh or recycled
-/// handle (the engine does not recycle a handle after this).
-fn configure_transport(
+/// Timeouts and the speed limit: the request's own where it has them, else the
+/// helper-wide ones (set on every request, so a reused handle carries nothing over).
+fn set_pace(
     easy: &mut Easy2<Transfer>,
-    transport: &Transport,
+    transport: Option<&Transport>,
+    options: &Options,
 ) -> Result<(), curl::Error> {
-    if let Some(timeout) = transport.connect_timeout {
-        easy.connect_timeout(timeout)?;
-    }
-    if let Some(low) = transport.low_speed {
-        easy.low_speed_limit(low.bytes_per_second)?;
-        easy.low_speed_time(low.time)?;
-    }
-    if let Some(speed) = transport.max_speed {
-        easy.max_recv_speed(speed)?;
-    }
+    let connect = transport.and_then(|t| t.connect_timeout);
+    easy.connect_timeout(connect.unwrap_or(options.connect_timeout()))?;
+    let helper_wide =
+        (options.low_speed_limit > 0 && options.low_speed_time > 0).then(|| LowSpeed {
+            bytes_per_second: options.low_speed_limit,
+            time: Duration::from_secs(options.low_speed_time),
+        });
+    // A limit of 0 turns curl's guard off.
+    let low = transport
+        .and_then(|t| t.low_speed)
+        .or(helper_wide)
+        .unwrap_or(LowSpeed {
+            bytes_per_second: 0,
+            time: Duration::ZERO,
+        });
+    easy.low_speed_limit(low.bytes_per_second)?;
+    easy.low_speed_time(low.time)?;
+    easy.max_recv_speed(transport.and_then(|t| t.max_speed).unwrap_or(0))
+}
+
+/// A request's own proxy and TLS settings, over the helper-wide ones of a fresh or
+/// recycled handle (not recycled afterwards: see [`reusable_after`]).
+fn configure_route(easy: &mut Easy2<Transfer>, transport: &Transport) -> Result<(), curl::Error> {
     if let Some(proxy) = &transport.proxy {
         easy.proxy(proxy)?;
     }
     let tls = &transport.tls;
+    if *tls == Tls::default() {
+        return Ok(());
+    }
     if let Some(file) = &tls.ca_file {
         easy.cainfo(file)?;
     }

@@ -121,13 +121,16 @@ fn a_continued_prefix_that_does_not_match_fails_the_checksum() {
     assert!(!dest.exists(), "unverified bytes never sit at dest");
 }
 
-/// A request's own proxy, low-speed guard and speed limit apply to it alone: the handle
-/// that carried them is not handed to the next request.
+/// A request's own proxy, low-speed guard and speed limit apply to it alone: a handle that
+/// carried a proxy is not reused, and timeouts and speed limits are set on every request
+/// (the plain download after the throttled one reuses its handle, at full speed).
 #[test]
 fn a_request_with_its_own_transport() {
     let server = TestServer::start();
     let bytes = body(23, 300_000);
     server.add_file("s", bytes.clone());
+    let big = body(24, 4_000_000);
+    server.add_file("big", big.clone());
     let dir = tempfile::tempdir().unwrap();
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
@@ -171,9 +174,9 @@ fn a_request_with_its_own_transport() {
     );
     let plain = download(
         "plain",
-        &[server.url("/files/s")],
+        &[server.url("/files/big")],
         &dir.path().join("plain"),
-        &bytes,
+        &big,
     );
     let started = Instant::now();
     let (seen, _) = Harness::new(
@@ -217,10 +220,15 @@ fn a_request_with_its_own_transport() {
         matches!(outcome("plain"), Some(Seen::Done { .. })),
         "{seen:?}"
     );
-    assert_eq!(std::fs::read(dir.path().join("plain")).unwrap(), bytes);
+    assert_eq!(std::fs::read(dir.path().join("plain")).unwrap(), big);
     // 300,000 bytes at 200,000 B/s: at least ~1.5 s (curl averages over the transfer).
     assert!(
         elapsed >= Duration::from_millis(1_300),
         "{elapsed:?}: the speed limit did nothing"
+    );
+    // The plain 4 MB would take 20 s more at the throttled one's limit.
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{elapsed:?}: the speed limit rode into the next request"
     );
 }

@@ -154,8 +154,9 @@ fn maps_the_big_download() {
     );
     assert_eq!(t.max_speed, Some(1_000_000));
     assert_eq!(t.proxy, None);
-    assert_eq!(t.tls.cert_type.as_deref(), Some("PEM"));
-    assert!(t.tls.verify_peer && t.tls.verify_host);
+    // The parent always sends ssl_cert_type='PEM'; without a certificate it means nothing,
+    // and the TLS settings stay the helper's (so the curl handle can be reused).
+    assert_eq!(t.tls, crate::api::Tls::default());
 }
 
 #[test]
