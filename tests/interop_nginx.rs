@@ -164,3 +164,48 @@ fn plain_http_reuses_keepalive_connections() {
         connections.len()
     );
 }
+
+/// Redirects stay within http and https, and never lead from https down to plain http
+/// (apt refuses that too): the request would go, and the answer come back, in the clear.
+#[test]
+fn a_redirect_from_https_to_http_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 1);
+    let (name, body) = &files[0];
+    let nginx = Nginx::start(root.path());
+    let (http, https) = (nginx.http_port, nginx.https_port);
+    let out = tempfile::tempdir().unwrap();
+    let requests = [
+        ("down", format!("https://127.0.0.1:{https}/to-http/{name}")),
+        ("up", format!("http://127.0.0.1:{http}/to-https/{name}")),
+        ("plain", format!("http://127.0.0.1:{http}/to-http/{name}")),
+        (
+            "secure",
+            format!("https://127.0.0.1:{https}/to-https/{name}"),
+        ),
+    ]
+    .map(|(id, url)| download(id, &url, &out.path().join(id)));
+    let cert = nginx.cert();
+    let run = client::run(
+        &["--retries", "0", "--ca-file", cert.to_str().unwrap()],
+        &requests,
+    );
+    assert_eq!(run.failed_kind("down"), "unsupported_scheme");
+    let message = run.outcome("down")["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("never from https to http"), "{message}");
+    assert!(!out.path().join("down").exists());
+    for id in ["up", "plain", "secure"] {
+        run.done(id);
+        assert_eq!(&std::fs::read(out.path().join(id)).unwrap(), body, "{id}");
+    }
+    // The refused redirect was never followed: nginx saw no plain request for the file.
+    let plain_gets = nginx
+        .access_log()
+        .iter()
+        .filter(|(_, proto, _, uri)| proto == "HTTP/1.1" && uri == &format!("/{name}"))
+        .count();
+    assert_eq!(plain_gets, 1, "only `plain` fetched the file over http");
+}

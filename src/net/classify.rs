@@ -38,7 +38,10 @@ pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
     } else if err.is_too_many_redirects() {
         FetchError::TooManyRedirects(text)
     } else if err.is_unsupported_protocol() {
-        FetchError::UnsupportedScheme(text)
+        // Mostly a redirect's target: say which ones are followed.
+        FetchError::UnsupportedScheme(format!(
+            "{text} (redirects are followed to http and https only, and never from https to http)"
+        ))
     } else if err.is_partial_file() {
         FetchError::Truncated(text)
     } else if err.is_range_error() {

@@ -205,6 +205,7 @@ fn configure_request(
         headers.append(&format!("If-Range: {validator}"))?;
     }
     easy.url(url)?;
+    set_redirect_schemes(easy, url)?;
     easy.verbose(learning)?;
     match mode {
         BodyMode::Whole => clear_range(easy)?,
@@ -330,23 +331,39 @@ fn system_bundle() -> Option<&'static Path> {
         .as_deref()
 }
 
-/// Which schemes a request may use, and (narrower) which a redirect may lead to. The curl
-/// crate does not wrap these options, so they are set on the raw handle.
+/// Which schemes a request may use (set once per handle). The curl crate does not wrap the
+/// option, so it is set on the raw handle, as is [`set_redirect_schemes`]'s.
 fn set_protocols(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
     const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 318;
+    set_raw_text(easy, CURLOPT_PROTOCOLS_STR, c"http,https,ftp,file")
+}
+
+/// Where a redirect of an attempt on `url` may lead: http and https, and from https only to
+/// https. A downgrade would send the request and take the answer in the clear, which apt
+/// refuses too ("Redirection from https to 'http' is forbidden").
+fn set_redirect_schemes(easy: &mut Easy2<Transfer>, url: &str) -> Result<(), curl::Error> {
     const CURLOPT_REDIR_PROTOCOLS_STR: curl_sys::CURLoption =
         curl_sys::CURLOPTTYPE_OBJECTPOINT + 319;
-    const REQUEST: &CStr = c"http,https,ftp,file";
-    const REDIRECT: &CStr = c"http,https";
-    for (option, value) in [
-        (CURLOPT_PROTOCOLS_STR, REQUEST),
-        (CURLOPT_REDIR_PROTOCOLS_STR, REDIRECT),
-    ] {
-        // SAFETY: a valid easy handle and a NUL-terminated string that libcurl copies.
-        let code = unsafe { curl_sys::curl_easy_setopt(easy.raw(), option, value.as_ptr()) };
-        if code != curl_sys::CURLE_OK {
-            return Err(curl::Error::new(code));
-        }
+    let schemes = if url
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+    {
+        c"https"
+    } else {
+        c"http,https"
+    };
+    set_raw_text(easy, CURLOPT_REDIR_PROTOCOLS_STR, schemes)
+}
+
+fn set_raw_text(
+    easy: &mut Easy2<Transfer>,
+    option: curl_sys::CURLoption,
+    value: &CStr,
+) -> Result<(), curl::Error> {
+    // SAFETY: a valid easy handle and a NUL-terminated string that libcurl copies.
+    let code = unsafe { curl_sys::curl_easy_setopt(easy.raw(), option, value.as_ptr()) };
+    if code != curl_sys::CURLE_OK {
+        return Err(curl::Error::new(code));
     }
     Ok(())
 }

@@ -89,6 +89,13 @@ http {{
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;
         root {root};
+        # /to-http/NAME: a redirect to NAME over plain http (from either port).
+        location /to-http/ {{
+            rewrite ^/to-http/(.*)$ http://127.0.0.1:{http_port}/$1 redirect;
+        }}
+        location /to-https/ {{
+            rewrite ^/to-https/(.*)$ https://127.0.0.1:{https_port}/$1 redirect;
+        }}
     }}
 }}
 "#,
