@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -308,9 +308,22 @@ fn every_package_downloads_byte_identical_to_the_stock_methods() {
     for root in [&ours, &stock] {
         root.apt_get_ok(&["update"]);
     }
+    let debs_by_connection = |log: &[(u64, String, u16, String)]| -> HashSet<u64> {
+        log.iter()
+            .filter(|(_, _, _, uri)| uri.ends_with(".deb"))
+            .map(|(connection, ..)| *connection)
+            .collect()
+    };
     let text = ours.apt_get_ok(&args);
+    let seen = repo.nginx.access_log().len();
+    let our_connections = debs_by_connection(&repo.nginx.access_log());
     stock.apt_get_ok(&args);
+    let stock_connections = debs_by_connection(&repo.nginx.access_log()[seen..]);
     assert_eq!(lines(&text, "Get:").len(), repo.packages.len(), "{text}");
+    // apt hands a method 10 items at a time: the stock method pipelines them on one
+    // connection, fetchmux runs them at once, on several.
+    assert_eq!(stock_connections.len(), 1, "{stock_connections:?}");
+    assert!(our_connections.len() > 1, "{our_connections:?}");
     for (_, deb) in &repo.packages {
         let mine = ours.path("out").join(deb);
         same_file(&mine, &stock.path("out").join(deb));
