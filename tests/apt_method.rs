@@ -477,3 +477,66 @@ fn the_capability_probe_ends_cleanly_at_eof_and_at_sigint() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The uid of `user`, from the password database.
+fn uid_of(user: &str) -> Option<u32> {
+    let out = Command::new("id").args(["-u", user]).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// Started as root, the method becomes `APT::Sandbox::User` once apt's configuration
+/// arrives, as the stock method does: its files belong to that user, and a directory only
+/// root may write is refused to it.
+#[test]
+fn the_method_gives_up_root_for_the_sandbox_user() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test needs root (apt's sandbox is dropping root); CI runs as root"
+    );
+    let sandbox =
+        uid_of("_apt").expect("apt's sandbox user _apt exists (the apt package makes it)");
+    let repo = Repo::new(1, "1K");
+    let (_, deb) = &repo.packages[0];
+    let uri = format!("http://127.0.0.1:{}/{deb}", repo.nginx.http_port);
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |path: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    };
+    mode(dir.path(), 0o755);
+    let (open, closed) = (dir.path().join("open"), dir.path().join("closed"));
+    fs::create_dir(&open).unwrap();
+    fs::create_dir(&closed).unwrap();
+    mode(&open, 0o777);
+    mode(&closed, 0o700);
+    let messages = format!(
+        "601 Configuration\nConfig-Item: APT::Sandbox::User=_apt\n\n\
+         600 URI Acquire\nURI: {uri}\nFilename: {}\n\n\
+         600 URI Acquire\nURI: {uri}?again\nFilename: {}\n\n",
+        open.join(deb).display(),
+        closed.join(deb).display()
+    );
+    let mut child = Command::new(method_binary(dir.path()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), messages.as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("201 URI Done\n"), "{text}");
+    let placed = fs::metadata(open.join(deb)).expect("the file in the open directory");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(placed.uid(), sandbox, "written by the sandbox user");
+    same_file(&open.join(deb), &repo.file(deb));
+    let refusal = text
+        .split("\n\n")
+        .find(|m| m.starts_with("400 URI Failure") && m.contains("?again"))
+        .unwrap_or_else(|| panic!("no failure for the closed directory: {text}"));
+    assert!(refusal.contains("Permission denied"), "{refusal}");
+    assert!(!closed.join(deb).exists());
+}

@@ -11,6 +11,7 @@
 //! the answer's `URI`, which is therefore echoed byte for byte.
 
 mod message;
+mod sandbox;
 mod settings;
 
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +54,8 @@ pub struct Apt {
     /// merges equal URIs into one item, so this is a safety net, not a path it takes.
     waiting: HashMap<String, VecDeque<(Item, api::Download)>>,
     next_ticket: Ticket,
+    /// Why root could not be given up for apt's sandbox user, if it could not.
+    sandbox_failure: Option<String>,
 }
 
 /// What the answers to one `600` need to know.
@@ -128,9 +131,22 @@ impl Apt {
     fn on_message(&mut self, message: &Message, io: &mut Io<'_>) {
         match message.code {
             600 => self.acquire(message, io),
-            601 => self.settings.configure(message),
+            601 => {
+                self.settings.configure(message);
+                self.enter_sandbox(io);
+            }
             // Other apt → method messages (603 Media Changed) do not concern http.
             _ => {}
+        }
+    }
+
+    /// Give up root for `APT::Sandbox::User` once the configuration is known; if that
+    /// fails, nothing is downloaded (as root or otherwise) and every item says why.
+    fn enter_sandbox(&mut self, io: &mut Io<'_>) {
+        let user = self.settings.sandbox_user().unwrap_or("");
+        if let Err(why) = sandbox::drop_to(user) {
+            general_failure(&why, io);
+            self.sandbox_failure = Some(why);
         }
     }
 
@@ -139,6 +155,12 @@ impl Apt {
         let Some(uri) = message.field("URI").filter(|uri| !uri.is_empty()) else {
             return general_failure("600 URI Acquire without a URI", io);
         };
+        if let Some(why) = &self.sandbox_failure {
+            return Reply::new("400 URI Failure")
+                .field("URI", uri)
+                .field("Message", why)
+                .send(io.stdout());
+        }
         let Some(filename) = message.field("Filename").filter(|f| !f.is_empty()) else {
             return Reply::new("400 URI Failure")
                 .field("URI", uri)

@@ -38,6 +38,11 @@ impl Settings {
         }
     }
 
+    /// `APT::Sandbox::User`: whom the method is to run as (see `sandbox.rs`).
+    pub fn sandbox_user(&self) -> Option<&str> {
+        self.items.get("apt::sandbox::user").map(String::as_str)
+    }
+
     /// The settings for a request to `uri`; `proxy` is the `600`'s own `Proxy` field, which
     /// apt sends when `Acquire::<scheme>::Proxy::<host>` is set.
     pub fn for_request(&self, uri: &str, proxy: Option<&str>) -> ForRequest {
