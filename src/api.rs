@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::body::digest::Algorithm;
 use crate::error::FetchError;
-use crate::net::url::{host_key, scheme_of, REQUEST_SCHEMES};
+use crate::net::url::{host_key, redacted, scheme_of, REQUEST_SCHEMES};
 
 /// What a front asks of the engine.
 #[derive(Debug)]
@@ -311,20 +311,22 @@ pub fn check_id(id: &str) -> Result<(), FetchError> {
 }
 
 fn check_url(url: &str) -> Result<(), FetchError> {
+    // Messages quote the URL as it may be shown: without its password.
+    let shown = redacted(url);
     if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(invalid(format!(
-            "URL {url:?} contains a space or control character (percent-encode it)"
+            "URL {shown:?} contains a space or control character (percent-encode it)"
         )));
     }
     let scheme =
-        scheme_of(url).ok_or_else(|| invalid(format!("{url:?} is not an absolute URL")))?;
+        scheme_of(url).ok_or_else(|| invalid(format!("{shown:?} is not an absolute URL")))?;
     if !REQUEST_SCHEMES.contains(&scheme.as_str()) {
         return Err(FetchError::UnsupportedScheme(format!(
             "scheme `{scheme}` is not supported (use http, https, ftp or file)"
         )));
     }
     if scheme != "file" && host_key(url).is_none() {
-        return Err(invalid(format!("URL {url:?} has no host")));
+        return Err(invalid(format!("URL {shown:?} has no host")));
     }
     Ok(())
 }

@@ -591,3 +591,135 @@ fn a_large_body_cut_short_resumes_from_every_byte_received() {
     assert_eq!(range.as_deref(), Some(format!("bytes={cut_at}-").as_str()));
     assert_eq!(entries(dir.path()), vec!["iso"]);
 }
+
+#[test]
+fn passwords_in_urls_never_leave_the_process() {
+    // `url`, `urls` and a mirror set, each with a password: a download that succeeds, one
+    // that fails (a 404, then a refused connection: curl's own words), a mirror that serves
+    // wrong bytes until it is put aside (the stderr line), and a line refused for its URL.
+    let stats = Stats::new();
+    let server = TestServer::start_on("127.0.0.1", stats.clone());
+    let mirror = TestServer::start_on("127.0.0.2", stats);
+    let with =
+        |userinfo: &str, url: String| url.replacen("http://", &format!("http://{userinfo}@"), 1);
+    let body = bytes(40, 5000);
+    server.add_file("ok.bin", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut request = download(
+        "a",
+        &with("alice:s3cretA", server.url("/files/ok.bin")),
+        &dir.path().join("a"),
+    );
+    request["size"] = json!(body.len());
+    request["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let mut requests = vec![
+        request,
+        json!({"op": "download", "id": "b", "dest": dir.path().join("b"), "urls": [
+            with("bob:s3cretB", server.url("/status/404")),
+            "http://bob:s3cretB@127.0.0.1:1/x",
+        ]}),
+        mirrors("m", &[with("carol:s3cretC", mirror.url("/files/"))]),
+        json!({"op": "download", "id": "d", "dest": dir.path().join("d"),
+               "url": "http://dave:s3cretD@no host/"}),
+    ];
+    for i in 0..6u64 {
+        let name = format!("m{i}");
+        mirror.add_file(&name, bytes(50 + i, 100));
+        let wanted = bytes(60 + i, 100);
+        requests.push(from_mirror(
+            &name,
+            "m",
+            &name,
+            &dir.path().join(&name),
+            &wanted,
+        ));
+    }
+    let mut text = String::new();
+    for request in &requests {
+        text.push_str(&format!("{request}\n"));
+    }
+    let mut child = std::process::Command::new(client::binary())
+        .args(["--retries", "1", "--max-parallel", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for secret in ["s3cretA", "s3cretB", "s3cretC", "s3cretD"] {
+        for line in stdout.lines().chain(stderr.lines()) {
+            assert!(!line.contains(secret), "{secret} printed: {line}");
+        }
+    }
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    events.iter().for_each(client::assert_schema);
+    let run = client::Run { events, status: 0 };
+
+    let shown_a = with("alice:***", server.url("/files/ok.bin"));
+    assert_eq!(run.done("a")["url"], shown_a);
+    assert_eq!(starts(&run, "a"), vec![shown_a]);
+    assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), body);
+
+    assert_eq!(run.failed_kind("b"), "connect");
+    let attempts = run.outcome("b")["attempts"].as_array().unwrap().clone();
+    let urls: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        vec![
+            with("bob:***", server.url("/status/404")).as_str(),
+            "http://bob:***@127.0.0.1:1/x",
+        ]
+    );
+    assert!(starts(&run, "b")
+        .iter()
+        .all(|url| url.contains("//bob:***@")));
+
+    for i in 0..6 {
+        let failed = run.outcome(&format!("m{i}"));
+        assert_eq!(failed["event"], "failed", "{failed}");
+        for attempt in failed["attempts"].as_array().unwrap() {
+            assert!(attempt["url"]
+                .as_str()
+                .unwrap()
+                .contains("//carol:***@127.0.0.2"));
+        }
+    }
+    let banned = format!("mirror {} failed", with("carol:***", mirror.url("/files/")));
+    assert!(stderr.contains(&banned), "no ban line: {stderr}");
+
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    let message = invalid[0]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("dave:***@no host"), "{message}");
+
+    // The servers got the credentials as given.
+    let basic = |user: &str| Some(format!("Basic {user}"));
+    for request in server.requests() {
+        let want = if request.path.starts_with("/files/") {
+            basic("YWxpY2U6czNjcmV0QQ==")
+        } else {
+            basic("Ym9iOnMzY3JldEI=")
+        };
+        assert_eq!(request.header("authorization").map(str::to_string), want);
+    }
+    assert!(!mirror.requests().is_empty());
+    for request in mirror.requests() {
+        assert_eq!(
+            request.header("authorization").map(str::to_string),
+            basic("Y2Fyb2w6czNjcmV0Qw==")
+        );
+    }
+}

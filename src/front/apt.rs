@@ -23,6 +23,7 @@ use crate::config::Options;
 use crate::error::{Disposition, FetchError};
 use crate::front::{Front, Io, Line};
 use crate::http_date;
+use crate::net::url::redacted_string;
 use message::{Message, Reader, Reply};
 use settings::Settings;
 
@@ -263,7 +264,7 @@ impl Apt {
             self.items.remove(&uri);
             Reply::new("400 URI Failure")
                 .field("URI", &uri)
-                .field("Message", error)
+                .field("Message", redacted_string(error.to_string()))
                 .send(io.stdout());
             self.next_waiting(&uri, io);
         }
@@ -376,7 +377,8 @@ fn hash_fields(mut reply: Reply, size: u64, hashes: &[(Algorithm, String)]) -> R
 fn failure_reply(uri: &str, error: &FetchError, sized: bool) -> Reply {
     let reply = Reply::new("400 URI Failure")
         .field("URI", uri)
-        .field("Message", error)
+        // apt's URI is apt's own to show; our words must not carry a password.
+        .field("Message", redacted_string(error.to_string()))
         .maybe("FailReason", fail_reason(error, sized))
         .maybe(
             "Transient-Failure",

@@ -8,6 +8,7 @@
 //! docs/protocol.schema.json describes every event written here, and the integration tests
 //! hold real output against it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use crate::body::digest::Algorithm;
 use crate::error::FetchError;
 use crate::front::{Front, Io, Line};
 use crate::io::stdin::MAX_LINE;
+use crate::net::url::{redacted, redacted_string};
 
 /// Version of the protocol this front speaks (sent in `hello`).
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -86,6 +88,7 @@ impl Front for JsonLines {
         let out = io.stdout();
         match *event {
             Event::Started { id, url, attempt } => {
+                let url = redacted(url);
                 write_line(out, &Wire::Start { id, url, attempt })
             }
             Event::Progress { id, bytes, total } => {
@@ -179,7 +182,7 @@ fn done<'a>(
     Wire::Done {
         id,
         path,
-        url,
+        url: url.map(redacted),
         size: verified.map(|(size, _)| size),
         hashes: verified.map(|(_, hashes)| HashMapBody(hashes)),
         status,
@@ -371,7 +374,7 @@ impl From<&FetchError> for ErrorBody {
         ErrorBody {
             kind: err.kind().as_str(),
             status: err.status(),
-            message: err.to_string(),
+            message: redacted_string(err.to_string()),
         }
     }
 }
@@ -383,13 +386,13 @@ impl Serialize for AttemptsBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct One<'a> {
-            url: &'a str,
+            url: Cow<'a, str>,
             error: ErrorBody,
         }
         let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
         for attempt in self.0 {
             seq.serialize_element(&One {
-                url: &attempt.url,
+                url: redacted(&attempt.url),
                 error: ErrorBody::from(&attempt.error),
             })?;
         }
@@ -423,7 +426,7 @@ enum Wire<'a> {
     },
     Start {
         id: &'a str,
-        url: &'a str,
+        url: Cow<'a, str>,
         attempt: u32,
     },
     Progress {
@@ -436,7 +439,7 @@ enum Wire<'a> {
         id: &'a str,
         path: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
-        url: Option<&'a str>,
+        url: Option<Cow<'a, str>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         size: Option<u64>,
         #[serde(skip_serializing_if = "Option::is_none")]

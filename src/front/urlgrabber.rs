@@ -21,6 +21,7 @@ use crate::config::Options;
 use crate::error::{ErrorKind, FetchError};
 use crate::front::{Front, Io, Line};
 use crate::io::stdin::MAX_LINE;
+use crate::net::url::redacted_text;
 
 use literal::{loads, Value};
 
@@ -553,8 +554,8 @@ fn write_ok(out: &mut Vec<u8>, id: u64, size: u64, dlsz: u64, elapsed: Duration)
 
 /// `id 0 0 0.000 errno code message`, on one line whatever the message holds.
 fn write_failure(out: &mut Vec<u8>, id: u64, failure: &Failure) {
-    let message: String = failure
-        .message
+    // The message quotes the URL (and curl's words): never its password.
+    let message: String = redacted_text(&failure.message)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();

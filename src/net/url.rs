@@ -1,5 +1,8 @@
 //! What fetchmux needs to know of a URL without parsing it fully: its scheme, and the key
-//! that groups URLs by server (scheme, host and port) for the per-host limits.
+//! that groups URLs by server (scheme, host and port) for the per-host limits, and how a URL
+//! is shown to anyone but the server: without its password ([`redacted`]).
+
+use std::borrow::Cow;
 
 /// Schemes a request may name. Redirects are narrower: http and https only.
 pub const REQUEST_SCHEMES: [&str; 4] = ["http", "https", "ftp", "file"];
@@ -36,9 +39,110 @@ pub fn host_key(url: &str) -> Option<String> {
     Some(format!("{scheme}://{}", host_port.to_ascii_lowercase()))
 }
 
+/// What stands in for a password wherever a URL leaves the process.
+pub const PASSWORD_MASK: &str = "***";
+
+/// `url` as it may be shown (events, messages, stderr): the password of its userinfo
+/// replaced by `***`, the user name kept (`http://user:***@host/`). Borrowed, with no
+/// allocation, when there is no password. Only libcurl ever gets the URL as given.
+pub fn redacted(url: &str) -> Cow<'_, str> {
+    redact(url, |b| matches!(b, b'/' | b'?' | b'#'))
+}
+
+/// `text` (an error message, a line for stderr) with the password of every URL in it
+/// replaced by `***`. A URL's authority ends at `/`, `?`, `#`, white space, a quote, `<`,
+/// `>` or a backslash, so a URL quoted in a message is masked too. Borrowed when there is
+/// nothing to mask.
+pub fn redacted_text(text: &str) -> Cow<'_, str> {
+    redact(text, |b| {
+        matches!(
+            b,
+            b'/' | b'?' | b'#' | b'"' | b'\'' | b'`' | b'<' | b'>' | b'\\'
+        ) || b.is_ascii_whitespace()
+            || b.is_ascii_control()
+    })
+}
+
+/// [`redacted_text`], keeping the `String` when nothing is masked.
+pub fn redacted_string(text: String) -> String {
+    match redacted_text(&text) {
+        Cow::Borrowed(_) => text,
+        Cow::Owned(masked) => masked,
+    }
+}
+
+/// Mask the password (from the userinfo's first `:` to the authority's last `@`) after every
+/// `://` in `text`; `ends` says which byte ends an authority.
+fn redact(text: &str, ends: impl Fn(u8) -> bool) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = text[from..].find("://") {
+        let start = from + found + 3;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| ends(b))
+            .map_or(bytes.len(), |n| start + n);
+        from = end;
+        let authority = &text[start..end];
+        let Some(at) = authority.rfind('@') else {
+            continue;
+        };
+        let Some(colon) = authority[..at].find(':') else {
+            continue;
+        };
+        let (password_start, password_end) = (start + colon + 1, start + at);
+        if &text[password_start..password_end] == PASSWORD_MASK {
+            continue;
+        }
+        let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+        out.push_str(&text[copied..password_start]);
+        out.push_str(PASSWORD_MASK);
+        copied = password_end;
+    }
+    match out {
+        None => Cow::Borrowed(text),
+        Some(mut out) => {
+            out.push_str(&text[copied..]);
+            Cow::Owned(out)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        let masked = |url| redacted(url).into_owned();
+        assert_eq!(masked("http://u:secret@h:8/a"), "http://u:***@h:8/a");
+        assert_eq!(
+            masked("https://u:p@ss@h/?q=a:b@c"),
+            "https://u:***@h/?q=a:b@c"
+        );
+        assert_eq!(masked("ftp://:pw@h"), "ftp://:***@h");
+        assert_eq!(masked("http://u:@h/"), "http://u:***@h/");
+        for plain in [
+            "http://h/a:b@c",
+            "http://user@h/",
+            "file:///x",
+            "not a url",
+            "",
+        ] {
+            assert!(matches!(redacted(plain), Cow::Borrowed(_)), "{plain}");
+        }
+        assert!(matches!(redacted("http://u:***@h/"), Cow::Borrowed(_)));
+        let text = "mirror http://u:hunter2@a/ and \"https://v:x@b\" (ftp://w:z@c) failed";
+        assert_eq!(
+            redacted_text(text),
+            "mirror http://u:***@a/ and \"https://v:***@b\" (ftp://w:***@c) failed"
+        );
+        assert_eq!(redacted_string("no URL".into()), "no URL");
+        // In a URL alone only `/`, `?` and `#` end the authority.
+        assert_eq!(masked("http://u:p w@h/"), "http://u:***@h/");
+    }
 
     #[test]
     fn host_keys() {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::api::MirrorSet;
 use crate::error::Disposition;
+use crate::net::url::redacted;
 
 /// Consecutive failures (on an otherwise idle mirror) after which a mirror is put aside.
 pub const BAN_AFTER: u32 = 5;
@@ -203,8 +204,9 @@ impl Mirrors {
                 if health.consecutive_failures >= BAN_AFTER && !health.banned {
                     health.banned = true;
                     eprintln!(
-                        "fetchmux: mirror {base} failed {} times in a row; not using it again \
+                        "fetchmux: mirror {} failed {} times in a row; not using it again \
                          this run",
+                        redacted(base),
                         health.consecutive_failures
                     );
                 }
