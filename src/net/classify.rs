@@ -54,3 +54,52 @@ pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
         FetchError::Network(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// libcurl's words for a failed transfer of `url`, as a message would carry them.
+    fn message(url: &str, max_redirects: u32) -> String {
+        let mut easy = curl::easy::Easy::new();
+        easy.url(url).unwrap();
+        easy.follow_location(true).unwrap();
+        easy.max_redirections(max_redirects).unwrap();
+        let err = easy.perform().expect_err("the transfer fails");
+        classify(&err, 0).to_string()
+    }
+
+    /// A server answering every connection with a redirect to `to`.
+    fn redirecting(to: &'static str) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                );
+            }
+        });
+        format!("http://u:pw-of-u@127.0.0.1:{port}/")
+    }
+
+    #[test]
+    fn curls_words_carry_no_password() {
+        // The fronts mask URLs in messages anyway; libcurl's own text has none to mask.
+        let cases = [
+            message("http://u:pw-of-u@127.0.0.1:1/x", 5),
+            message("http://u:pw-of-u@[::1/x", 5),
+            message(&redirecting("dict://v:pw-of-v@127.0.0.1:1/"), 5),
+            message(&redirecting("http://v:pw-of-v@127.0.0.1:1/"), 5),
+            message(&redirecting("/again"), 0),
+        ];
+        for text in cases {
+            assert!(!text.contains("pw-of"), "{text}");
+        }
+    }
+}
