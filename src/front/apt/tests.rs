@@ -675,3 +675,30 @@ fn tls_items_of_the_https_method() {
     assert!(tls(0).verify_peer && !tls(0).verify_host);
     assert!(!tls(1).verify_peer && !tls(2).verify_peer, "per host");
 }
+
+#[test]
+fn messages_show_no_password() {
+    let reply = failure(
+        FetchError::Network("redirected to http://v:pw-of-v@elsewhere/a.deb".into()),
+        "",
+    );
+    assert_eq!(
+        reply.field("Message"),
+        Some("network error: redirected to http://v:***@elsewhere/a.deb")
+    );
+    let mut h = Harness::started();
+    h.feed(&acquire("http://h/a", ""));
+    let ticket = h.downloads()[0].0;
+    h.replies();
+    let error = FetchError::InvalidRequest("URL \"http://u:pw-of-u@h/a\" is odd".into());
+    h.event(Event::Refused {
+        ticket,
+        id: Some("http://h/a"),
+        error: &error,
+    });
+    let replies = h.replies();
+    assert_eq!(
+        replies[0].field("Message"),
+        Some("URL \"http://u:***@h/a\" is odd")
+    );
+}

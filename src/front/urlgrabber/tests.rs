@@ -415,3 +415,26 @@ fn numbers_answers_and_keeps_progress_to_its_requests() {
         ]
     );
 }
+
+#[test]
+fn failure_lines_show_no_password() {
+    let url = "http://u:pw-of-u@h/m";
+    let mut out = Vec::new();
+    let errors = [
+        FetchError::Timeout("stalled".into()),
+        FetchError::HttpStatus { status: 404 },
+        FetchError::RangeNotSatisfied("no".into()),
+        FetchError::Io {
+            context: "writing".into(),
+            message: "full".into(),
+        },
+        FetchError::UnsupportedScheme("\"ftp://v:pw-of-v@h/\" refused".into()),
+        FetchError::Network(format!("on {url}")),
+    ];
+    for (n, error) in errors.iter().enumerate() {
+        write_failure(&mut out, n as u64, &Failure::of(error, url));
+    }
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("pw-of"), "{out}");
+    assert!(out.contains("Timeout on http://u:***@h/m"), "{out}");
+}
