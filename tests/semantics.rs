@@ -591,3 +591,42 @@ fn a_large_body_cut_short_resumes_from_every_byte_received() {
     assert_eq!(range.as_deref(), Some(format!("bytes={cut_at}-").as_str()));
     assert_eq!(entries(dir.path()), vec!["iso"]);
 }
+
+// Issue 13 item 10: error kinds and caps.
+
+#[test]
+fn a_416_to_a_range_request_is_range_not_satisfied_and_rules_the_source_out() {
+    let server = TestServer::start();
+    let short = bytes(40, 5000);
+    let long = bytes(41, 20_000);
+    server.add_file("short", short);
+    server.add_file("long", long.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let range = json!({"start": 9000, "end": 9999});
+    let mut alone = download(
+        "alone",
+        &server.url("/files/short"),
+        &dir.path().join("alone"),
+    );
+    alone["range"] = range.clone();
+    let mut two = json!({"op": "download", "id": "two", "dest": dir.path().join("two"),
+                         "urls": [server.url("/files/short"), server.url("/files/long")]});
+    two["range"] = range;
+    let run = client::run(&[], &[alone, two]);
+    // One source: final for it, not retried.
+    assert_eq!(run.failed_kind("alone"), "range_not_satisfied");
+    let failed = run.outcome("alone");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed["error"].get("status"), None, "{failed}");
+    // Two sources: the next one at once ("elsewhere"), no backoff.
+    let done = run.done("two");
+    assert_eq!(done["url"], server.url("/files/long"));
+    assert_eq!(done["attempts"], 2);
+    let elapsed = done["elapsed_ms"].as_u64().unwrap();
+    assert!(elapsed < 250, "failover after a 416 took {elapsed} ms");
+    assert_eq!(
+        std::fs::read(dir.path().join("two")).unwrap(),
+        &long[9000..=9999]
+    );
+    assert_eq!(entries(dir.path()), vec!["two"]);
+}
