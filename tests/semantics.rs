@@ -630,3 +630,37 @@ fn a_416_to_a_range_request_is_range_not_satisfied_and_rules_the_source_out() {
     );
     assert_eq!(entries(dir.path()), vec!["two"]);
 }
+#[test]
+fn a_missing_or_unreadable_ca_file_is_refused_at_start() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [dir.path().join("missing.pem"), dir.path().to_path_buf()] {
+        let mut child = Command::new(client::binary())
+            .arg("--ca-file")
+            .arg(&bad)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stdin stays open: a helper that started would wait for requests.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fetchmux started with --ca-file {}", bad.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(out.stdout.is_empty(), "no hello: {:?}", out.stdout);
+        assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+        assert!(stderr.contains("--ca-file"), "{stderr}");
+    }
+}
