@@ -664,3 +664,18 @@ fn a_missing_or_unreadable_ca_file_is_refused_at_start() {
         assert!(stderr.contains("--ca-file"), "{stderr}");
     }
 }
+#[test]
+fn a_file_url_of_a_directory_is_not_found_and_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("a-directory");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("inside"), b"x").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let url = format!("file://{}", source.display());
+    let run = client::run(&[], &[download("d", &url, &out.join("d"))]);
+    assert_eq!(run.failed_kind("d"), "not_found");
+    let failed = run.outcome("d");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert!(entries(&out).is_empty());
+}

@@ -50,6 +50,11 @@ pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
     {
         // file:// and ftp:// have no HTTP status to report.
         FetchError::NotFound(text)
+    } else if err.is_read_error() {
+        // We never upload, so this is a file:// source that could be opened but not read
+        // as a file: a directory (libcurl lists none here), or a read error. Final for that
+        // source, like a missing file; not a network failure to retry.
+        FetchError::NotFound(format!("not a readable file: {text}"))
     } else {
         FetchError::Network(text)
     }
