@@ -679,3 +679,22 @@ fn a_file_url_of_a_directory_is_not_found_and_not_retried() {
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
     assert!(entries(&out).is_empty());
 }
+#[test]
+fn a_304_without_dest_fails_and_writes_nothing() {
+    let server = TestServer::start();
+    let body = bytes(42, 3000);
+    server.add_file("repomd.xml", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("repomd.xml");
+    let mut request = download("m", &server.url("/files/repomd.xml"), &dest);
+    request["if_none_match"] = json!(etag_of(&body));
+    let run = client::run(&[], &[request]);
+    assert_eq!(run.failed_kind("m"), "invalid_request");
+    let failed = run.outcome("m");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("304"), "{message}");
+    assert!(message.contains(&dest.display().to_string()), "{message}");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(server.requests().len(), 1);
+    assert!(entries(dir.path()).is_empty());
+}
