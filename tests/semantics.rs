@@ -698,3 +698,27 @@ fn a_304_without_dest_fails_and_writes_nothing() {
     assert_eq!(server.requests().len(), 1);
     assert!(entries(dir.path()).is_empty());
 }
+#[test]
+fn max_size_caps_only_bodies_of_unknown_size() {
+    let server = TestServer::start();
+    let body = bytes(43, 5000);
+    server.add_file("f", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/files/f");
+    let mut sized = download("sized", &url, &dir.path().join("sized"));
+    sized["size"] = json!(body.len());
+    sized["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let no_size = download("unsized", &url, &dir.path().join("unsized"));
+    let mut own_cap = download("own_cap", &url, &dir.path().join("own_cap"));
+    own_cap["max_size"] = json!(4999);
+    let mut own_room = download("own_room", &url, &dir.path().join("own_room"));
+    own_room["max_size"] = json!(5000);
+    let run = client::run(&["--max-size", "1K"], &[sized, no_size, own_cap, own_room]);
+    // An exact size wins over --max-size.
+    assert_eq!(run.done("sized")["size"], 5000);
+    assert_eq!(std::fs::read(dir.path().join("sized")).unwrap(), body);
+    // Without one, --max-size, or the request's own max_size, caps the body.
+    assert_eq!(run.failed_kind("unsized"), "too_large");
+    assert_eq!(run.failed_kind("own_cap"), "too_large");
+    assert_eq!(run.done("own_room")["size"], 5000);
+}
