@@ -722,3 +722,17 @@ fn max_size_caps_only_bodies_of_unknown_size() {
     assert_eq!(run.failed_kind("own_cap"), "too_large");
     assert_eq!(run.done("own_room")["size"], 5000);
 }
+#[test]
+fn oversized_response_headers_are_final_for_the_source() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/bigheaders/400");
+    let run = client::run(&[], &[download("h", &url, &dir.path().join("h"))]);
+    assert_eq!(run.failed_kind("h"), "too_large");
+    let failed = run.outcome("h");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("header"), "{message}");
+    assert_eq!(server.requests().len(), 1);
+    assert!(entries(dir.path()).is_empty());
+}
