@@ -81,6 +81,10 @@ pub struct Download {
     pub continue_dest: bool,
     /// Give `dest` the server's `Last-Modified` as its modification time (curl's `-R`).
     pub server_mtime: bool,
+    /// A 304 to a conditional request says that `dest` is current, so it fails (as
+    /// `invalid_request`) when `dest` is not a file. apt clears this: it keeps its copy
+    /// elsewhere and asks into an empty `partial/` file name.
+    pub not_modified_needs_dest: bool,
     /// Transfer settings of this request where they differ from the helper-wide ones.
     pub transport: Option<Box<Transport>>,
 }
@@ -158,6 +162,7 @@ impl Download {
             if_modified_since: None,
             continue_dest: false,
             server_mtime: false,
+            not_modified_needs_dest: true,
             transport: None,
         }
     }

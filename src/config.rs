@@ -70,7 +70,8 @@ pub struct Options {
     pub max_redirects: u32,
 
     /// PEM file of certificate authorities to trust for https (instead of the system's).
-    #[arg(long, value_name = "PATH")]
+    /// It must be a readable file when the helper starts.
+    #[arg(long, value_name = "PATH", value_parser = readable_file)]
     pub ca_file: Option<std::path::PathBuf>,
 
     /// User-Agent header sent with every HTTP request.
@@ -127,6 +128,18 @@ impl Options {
     }
 }
 
+/// A path that names a file we can read now: refused at start rather than found out by
+/// every https download later (as `tls`, counted against the mirrors).
+fn readable_file(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    let file = std::fs::File::open(&path).map_err(|e| format!("cannot read `{text}`: {e}"))?;
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(path),
+        Ok(_) => Err(format!("`{text}` is not a file")),
+        Err(e) => Err(format!("cannot read `{text}`: {e}")),
+    }
+}
+
 /// `1024`, `64K`, `10M`, `16G` (binary multiples).
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -164,6 +177,21 @@ mod tests {
         assert_eq!(o.max_parallel, 32);
         assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
         assert_eq!(o.mode, None);
+    }
+
+    #[test]
+    fn ca_file_must_be_a_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "").unwrap();
+        let ok = Options::try_parse_from(["fetchmux", "--ca-file", pem.to_str().unwrap()]);
+        assert_eq!(ok.unwrap().ca_file.as_deref(), Some(pem.as_path()));
+        for bad in [dir.path().join("missing.pem"), dir.path().to_path_buf()] {
+            let err = Options::try_parse_from(["fetchmux", "--ca-file", bad.to_str().unwrap()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad.to_str().unwrap()), "{err}");
+        }
     }
 
     fn from(args: &[&str]) -> Result<Options, clap::Error> {

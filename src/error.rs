@@ -115,6 +115,9 @@ pub enum FetchError {
     SizeMismatch { expected: u64, actual: u64 },
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The response's headers are over libcurl's limit (300 KiB): kind `too_large`.
+    #[error("response headers too large: {0}")]
+    HeadersTooLarge(String),
     #[error("{algorithm} mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch {
         algorithm: &'static str,
@@ -148,7 +151,7 @@ impl FetchError {
             FetchError::NotFound(_) => ErrorKind::NotFound,
             FetchError::TooManyRedirects(_) => ErrorKind::TooManyRedirects,
             FetchError::SizeMismatch { .. } => ErrorKind::SizeMismatch,
-            FetchError::TooLarge { .. } => ErrorKind::TooLarge,
+            FetchError::TooLarge { .. } | FetchError::HeadersTooLarge(_) => ErrorKind::TooLarge,
             FetchError::ChecksumMismatch { .. } => ErrorKind::ChecksumMismatch,
             FetchError::RangeNotSatisfied(_) => ErrorKind::RangeNotSatisfied,
             FetchError::Io { .. } => ErrorKind::Io,
@@ -187,6 +190,7 @@ impl FetchError {
             FetchError::Tls(_)
             | FetchError::SizeMismatch { .. }
             | FetchError::TooLarge { .. }
+            | FetchError::HeadersTooLarge(_)
             | FetchError::ChecksumMismatch { .. } => Disposition::BadSource,
             FetchError::InvalidRequest(_)
             | FetchError::Io { .. }

@@ -724,3 +724,148 @@ fn passwords_in_urls_never_leave_the_process() {
         );
     }
 }
+
+// Issue 13 item 10: error kinds and caps.
+
+#[test]
+fn a_416_to_a_range_request_is_range_not_satisfied_and_rules_the_source_out() {
+    let server = TestServer::start();
+    let short = bytes(40, 5000);
+    let long = bytes(41, 20_000);
+    server.add_file("short", short);
+    server.add_file("long", long.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let range = json!({"start": 9000, "end": 9999});
+    let mut alone = download(
+        "alone",
+        &server.url("/files/short"),
+        &dir.path().join("alone"),
+    );
+    alone["range"] = range.clone();
+    let mut two = json!({"op": "download", "id": "two", "dest": dir.path().join("two"),
+                         "urls": [server.url("/files/short"), server.url("/files/long")]});
+    two["range"] = range;
+    let run = client::run(&[], &[alone, two]);
+    // One source: final for it, not retried.
+    assert_eq!(run.failed_kind("alone"), "range_not_satisfied");
+    let failed = run.outcome("alone");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(failed["error"].get("status"), None, "{failed}");
+    // Two sources: the next one at once ("elsewhere"), no backoff.
+    let done = run.done("two");
+    assert_eq!(done["url"], server.url("/files/long"));
+    assert_eq!(done["attempts"], 2);
+    let elapsed = done["elapsed_ms"].as_u64().unwrap();
+    assert!(elapsed < 250, "failover after a 416 took {elapsed} ms");
+    assert_eq!(
+        std::fs::read(dir.path().join("two")).unwrap(),
+        &long[9000..=9999]
+    );
+    assert_eq!(entries(dir.path()), vec!["two"]);
+}
+#[test]
+fn a_missing_or_unreadable_ca_file_is_refused_at_start() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [dir.path().join("missing.pem"), dir.path().to_path_buf()] {
+        let mut child = Command::new(client::binary())
+            .arg("--ca-file")
+            .arg(&bad)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stdin stays open: a helper that started would wait for requests.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fetchmux started with --ca-file {}", bad.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(out.stdout.is_empty(), "no hello: {:?}", out.stdout);
+        assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+        assert!(stderr.contains("--ca-file"), "{stderr}");
+    }
+}
+#[test]
+fn a_file_url_of_a_directory_is_not_found_and_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("a-directory");
+    std::fs::create_dir(&source).unwrap();
+    std::fs::write(source.join("inside"), b"x").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let url = format!("file://{}", source.display());
+    let run = client::run(&[], &[download("d", &url, &out.join("d"))]);
+    assert_eq!(run.failed_kind("d"), "not_found");
+    let failed = run.outcome("d");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert!(entries(&out).is_empty());
+}
+#[test]
+fn a_304_without_dest_fails_and_writes_nothing() {
+    let server = TestServer::start();
+    let body = bytes(42, 3000);
+    server.add_file("repomd.xml", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("repomd.xml");
+    let mut request = download("m", &server.url("/files/repomd.xml"), &dest);
+    request["if_none_match"] = json!(etag_of(&body));
+    let run = client::run(&[], &[request]);
+    assert_eq!(run.failed_kind("m"), "invalid_request");
+    let failed = run.outcome("m");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("304"), "{message}");
+    assert!(message.contains(&dest.display().to_string()), "{message}");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    assert_eq!(server.requests().len(), 1);
+    assert!(entries(dir.path()).is_empty());
+}
+#[test]
+fn max_size_caps_only_bodies_of_unknown_size() {
+    let server = TestServer::start();
+    let body = bytes(43, 5000);
+    server.add_file("f", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/files/f");
+    let mut sized = download("sized", &url, &dir.path().join("sized"));
+    sized["size"] = json!(body.len());
+    sized["hashes"] = json!({"sha256": sha256_hex(&body)});
+    let no_size = download("unsized", &url, &dir.path().join("unsized"));
+    let mut own_cap = download("own_cap", &url, &dir.path().join("own_cap"));
+    own_cap["max_size"] = json!(4999);
+    let mut own_room = download("own_room", &url, &dir.path().join("own_room"));
+    own_room["max_size"] = json!(5000);
+    let run = client::run(&["--max-size", "1K"], &[sized, no_size, own_cap, own_room]);
+    // An exact size wins over --max-size.
+    assert_eq!(run.done("sized")["size"], 5000);
+    assert_eq!(std::fs::read(dir.path().join("sized")).unwrap(), body);
+    // Without one, --max-size, or the request's own max_size, caps the body.
+    assert_eq!(run.failed_kind("unsized"), "too_large");
+    assert_eq!(run.failed_kind("own_cap"), "too_large");
+    assert_eq!(run.done("own_room")["size"], 5000);
+}
+#[test]
+fn oversized_response_headers_are_final_for_the_source() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/bigheaders/400");
+    let run = client::run(&[], &[download("h", &url, &dir.path().join("h"))]);
+    assert_eq!(run.failed_kind("h"), "too_large");
+    let failed = run.outcome("h");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("header"), "{message}");
+    assert_eq!(server.requests().len(), 1);
+    assert!(entries(dir.path()).is_empty());
+}

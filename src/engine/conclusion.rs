@@ -185,7 +185,19 @@ impl Engine {
             }
             Verdict::NotModified => {
                 sink.discard();
-                self.succeeded(key, None, ended);
+                let request = &self.downloads[key].job.request;
+                if request.not_modified_needs_dest && !request.dest.is_file() {
+                    // The client asked "changed since my copy?" for a copy it does not
+                    // have: its state is wrong, and no source will answer otherwise.
+                    let error = FetchError::InvalidRequest(format!(
+                        "the server answered 304 Not Modified, but {} is not a file: send \
+                         if_none_match or if_modified_since only for a dest that exists",
+                        request.dest.display()
+                    ));
+                    self.attempt_failed(key, error, None, Some(&ended.head));
+                } else {
+                    self.succeeded(key, None, ended);
+                }
             }
             Verdict::PartialStale => {
                 // Our partial does not fit the file (it changed, or grew shorter): drop it

@@ -195,6 +195,8 @@ impl Apt {
         // list files by their server's Last-Modified for the next If-Modified-Since.
         download.continue_dest = true;
         download.server_mtime = true;
+        // An IMS hit means apt's own copy (in lists/, not at Filename) is current.
+        download.not_modified_needs_dest = false;
         // The first progress report says that the body is coming (see `event`).
         download.progress = true;
         let settings = self.settings.for_request(uri, message.field("Proxy"));

@@ -42,6 +42,11 @@ pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
         FetchError::UnsupportedScheme(format!(
             "{text} (redirects are followed to http and https only, and never from https to http)"
         ))
+    } else if err.code() == curl_sys::CURLE_RECV_ERROR
+        && text.contains("Too large response headers")
+    {
+        // The server's answer, not the network: asking it again gets the same headers.
+        FetchError::HeadersTooLarge(text)
     } else if err.is_partial_file() {
         FetchError::Truncated(text)
     } else if err.is_range_error() {
@@ -50,6 +55,11 @@ pub(crate) fn classify(err: &curl::Error, status: u32) -> FetchError {
     {
         // file:// and ftp:// have no HTTP status to report.
         FetchError::NotFound(text)
+    } else if err.is_read_error() {
+        // We never upload, so this is a file:// source that could be opened but not read
+        // as a file: a directory (libcurl lists none here), or a read error. Final for that
+        // source, like a missing file; not a network failure to retry.
+        FetchError::NotFound(format!("not a readable file: {text}"))
     } else {
         FetchError::Network(text)
     }

@@ -83,16 +83,14 @@ pub(crate) fn reusable_after(request: &Download) -> bool {
         .is_none_or(|t| t.proxy.is_none() && t.tls == Tls::default())
 }
 
-/// The cap for this body: the exact `size` when known, else `max_size`, else the
-/// helper-wide default (0 meaning none).
+/// The cap for this body: the exact `size` when known (even above `--max-size`, which is
+/// for bodies of unknown size; validation keeps it within the request's own `max_size`),
+/// else `max_size`, else the helper-wide default (0 meaning none).
 fn limit(request: &Download, default_max: u64) -> Option<u64> {
-    let max = request
-        .max_size
-        .or((default_max > 0).then_some(default_max));
-    match (request.size, max) {
-        (Some(size), Some(max)) => Some(size.min(max)),
-        (size, max) => size.or(max),
-    }
+    request
+        .size
+        .or(request.max_size)
+        .or((default_max > 0).then_some(default_max))
 }
 
 /// Where this attempt's bytes go, how they relate to the file, and the `If-Range`

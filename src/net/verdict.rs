@@ -46,5 +46,11 @@ pub(crate) fn judge(
             Verdict::PartialStale
         };
     }
+    if let (BodyMode::Range(range), Some(416)) = (transfer.mode, error.status()) {
+        return Verdict::Failed(FetchError::RangeNotSatisfied(format!(
+            "the server answered 416 to bytes {}-{}",
+            range.start, range.end
+        )));
+    }
     Verdict::Failed(error)
 }

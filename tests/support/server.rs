@@ -28,6 +28,7 @@
 //! | `/limited/N/NAME` | at most N requests at a time (100 ms each), more get 503 |
 //! | `/cutonce/N/NAME` | the first request as `/cut/N/NAME`, later ones as `/files/NAME` |
 //! | `/cutonce-norange/N/NAME` | the first request as `/cut/N/NAME`, later ones as `/norange/NAME` |
+//! | `/bigheaders/KIB` | 200 with about KIB KiB of response headers (8 KiB lines), then a 2-byte body |
 //!
 //! Anything else is 404, as is a route naming an unknown file.
 //!
@@ -670,6 +671,22 @@ async fn route(state: &State, takeover: &Takeover, request: Request<Incoming>) -
             }
             Some((_, _, body)) => serve_whole(body),
             None => not_found(),
+        },
+        // Response headers past any client's limit, written by hand.
+        "bigheaders" => match rest.parse::<usize>() {
+            Ok(kib) => {
+                let mut raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+                let line = "a".repeat(8 * 1024 - 16);
+                for i in 0..kib.div_ceil(8) {
+                    raw.extend_from_slice(format!("X-Pad-{i}: {line}\r\n").as_bytes());
+                }
+                raw.extend_from_slice(b"Connection: close\r\n\r\n");
+                if !head {
+                    raw.extend_from_slice(b"ok");
+                }
+                takeover.replace_response(raw)
+            }
+            Err(_) => not_found(),
         },
         _ => respond(404, "unknown route\n"),
     }
