@@ -591,3 +591,39 @@ fn a_large_body_cut_short_resumes_from_every_byte_received() {
     assert_eq!(range.as_deref(), Some(format!("bytes={cut_at}-").as_str()));
     assert_eq!(entries(dir.path()), vec!["iso"]);
 }
+
+/// Issue 13: a repeated key is refused, naming it, and nothing is fetched or written (before,
+/// the last `dest` won, where another JSON parser might have taken the first).
+#[test]
+fn a_line_with_a_repeated_key_is_invalid_and_writes_nothing() {
+    let server = TestServer::start();
+    server.add_file("f", bytes(3, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let line = format!(
+        r#"{{"op":"download","id":"d","url":{},"dest":{},"dest":{}}}"#,
+        json!(server.url("/files/f")),
+        json!(a),
+        json!(b)
+    );
+    let headers = format!(
+        r#"{{"op":"download","id":"h","url":{},"dest":{},"headers":{{"X-A":"1","x-a":"2"}}}}"#,
+        json!(server.url("/files/f")),
+        json!(a)
+    );
+    let mut helper = Helper::spawn(&[]);
+    helper.send_raw(&format!("{line}\n{headers}\n"));
+    let run = helper.finish();
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 2, "{:?}", run.events);
+    assert_eq!(invalid[0]["line"], 1);
+    assert_eq!(invalid[0]["error"]["message"], "duplicate field `dest`");
+    assert_eq!(invalid[1]["line"], 2);
+    assert!(invalid[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`x-a`"));
+    assert!(run.of("done").is_empty() && run.of("start").is_empty());
+    assert_eq!(server.stats().total_requests(), 0);
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
