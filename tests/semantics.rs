@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -626,4 +627,35 @@ fn a_line_with_a_repeated_key_is_invalid_and_writes_nothing() {
     assert!(run.of("done").is_empty() && run.of("start").is_empty());
     assert_eq!(server.stats().total_requests(), 0);
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+/// Issue 13: a `dest` that is a directory, or under a regular file, is refused at submission
+/// naming `dest`, before any request goes out (it used to fail only at placement, as `io`).
+#[test]
+fn a_dest_that_cannot_be_a_file_is_invalid_before_any_request() {
+    let server = TestServer::start();
+    server.add_file("f", bytes(4, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let run = client::run(
+        &[],
+        &[
+            download("dir", &server.url("/files/f"), dir.path()),
+            download("under", &server.url("/files/f"), &file.join("x")),
+            download("deep", &server.url("/files/f"), &file.join("x/y")),
+            // Relative to the helper's working directory (the crate's, under cargo test),
+            // where `tests` is a directory: a bare name's directory is `.`, not `""`.
+            download("relative", &server.url("/files/f"), Path::new("tests")),
+        ],
+    );
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 4, "{:?}", run.events);
+    for event in invalid {
+        assert_eq!(event["error"]["kind"], "invalid_request", "{event}");
+        let message = event["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("`dest`"), "{event}");
+    }
+    assert_eq!(server.stats().total_requests(), 0);
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

@@ -333,6 +333,7 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
     // The engine checks the id again; checking it here first keeps a bad id reported before
     // a bad source, as it always was.
     api::check_id(&raw.id)?;
+    let url_field = raw.url.is_some();
     let source = match (raw.url, raw.urls, raw.mirror, raw.path) {
         (Some(url), None, None, None) => Source::Urls(vec![url]),
         (None, Some(urls), None, None) => Source::Urls(urls),
@@ -350,11 +351,17 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
             ))
         }
     };
+    // The engine checks URLs again, but names a lone URL `url` and several `urls`; here the
+    // message can name the field the line used.
+    if let Source::Urls(urls) = &source {
+        let field = if url_field { "url" } else { "urls" };
+        urls.iter().try_for_each(|url| api::check_url(url, field))?;
+    }
     let mut hashes = Vec::with_capacity(raw.hashes.len());
     for (name, hex) in raw.hashes {
         let algorithm = Algorithm::from_name(&name).ok_or_else(|| {
             FetchError::InvalidRequest(format!(
-                "unknown hash algorithm `{name}` (known: sha256, sha512, sha384, sha224, sha1, md5)"
+                "`hashes`: unknown hash algorithm `{name}` (known: sha256, sha512, sha384, sha224, sha1, md5)"
             ))
         })?;
         hashes.push((algorithm, hex));

@@ -179,3 +179,76 @@ fn duplicate_keys_are_invalid_and_named() {
     parse(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t/a","x-n":1,"x-N":2}"#)
         .unwrap();
 }
+
+/// Issue 13: every `invalid` message names the field it is about (`"size":-1` used to say
+/// only "invalid value: integer `-1`, expected u64").
+#[test]
+fn every_refusal_names_its_field() {
+    let d = r#""op":"download","id":"a""#;
+    for (line, field) in [
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","size":-1}}"#),
+            "size",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","priority":"hi"}}"#),
+            "priority",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","range":{{"start":0}}}}"#),
+            "range",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","hashes":{{"sha256":"zz"}}}}"#),
+            "hashes",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","hashes":{{"crc32":"00"}}}}"#),
+            "hashes",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","headers":{{"a b":"1"}}}}"#),
+            "headers",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","headers":{{"A":"1\n"}}}}"#),
+            "headers",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","size":5,"max_size":4}}"#),
+            "size",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/a b","dest":"/t"}}"#),
+            "url",
+        ),
+        (
+            format!(r#"{{{d},"urls":["http://h/x","nope"],"dest":"/t"}}"#),
+            "urls",
+        ),
+        (
+            format!(r#"{{{d},"url":"gopher://h/x","dest":"/t"}}"#),
+            "url",
+        ),
+        (format!(r#"{{{d},"url":"http:///x","dest":"/t"}}"#), "url"),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t/"}}"#),
+            "dest",
+        ),
+        (
+            r#"{"op":"mirrors","set":"f","urls":["http://a/","x"]}"#.into(),
+            "urls",
+        ),
+        (r#"{"op":"mirrors","set":"f","urls":[]}"#.into(), "urls"),
+        (r#"{"op":"cancel","id":7}"#.into(), "id"),
+        (r#"{"op":"frobnicate"}"#.into(), "op"),
+    ] {
+        let message = rejected(&line).error.to_string();
+        assert!(message.contains(&format!("`{field}`")), "{line}: {message}");
+    }
+    let r = rejected(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","size":-1}"#);
+    assert_eq!(
+        r.error.to_string(),
+        "`size`: invalid value: integer `-1`, expected u64"
+    );
+}
