@@ -4,7 +4,9 @@
 //!
 //! Every check that can be made on a request alone is made by [`Request::validate`], which the
 //! engine runs on every submission, so that a request that reaches the scheduler can only fail
-//! for reasons outside the helper, and a front cannot forget a check.
+//! for reasons outside the helper, and a front cannot forget a check. Every refusal names the
+//! field it is about (`` `size` must … ``), so that a client can tell which of its values to
+//! fix; a front whose wire names differ may check first with its own names ([`check_url`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -204,7 +206,10 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
     check_id(&d.id)?;
     match &mut d.source {
         Source::Urls(urls) if urls.is_empty() => return Err(invalid("`urls` must not be empty")),
-        Source::Urls(urls) => urls.iter().try_for_each(|url| check_url(url))?,
+        Source::Urls(urls) => {
+            let field = if urls.len() == 1 { "url" } else { "urls" };
+            urls.iter().try_for_each(|url| check_url(url, field))?
+        }
         Source::Mirror { path, .. } => {
             check_mirror_path(path)?;
             *path = path.trim_start_matches('/').to_string();
@@ -242,7 +247,7 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
         hex.make_ascii_lowercase();
         if hex.len() != algorithm.output_len() * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid(format!(
-                "`{}` must be {} hex digits",
+                "`hashes`: `{}` must be {} hex digits",
                 algorithm.name(),
                 algorithm.output_len() * 2
             )));
@@ -250,18 +255,20 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
     }
     for (name, value) in &d.headers {
         if name.is_empty() || !name.bytes().all(is_header_name_byte) {
-            return Err(invalid(format!("bad header name {name:?}")));
+            return Err(invalid(format!(
+                "`headers`: {name:?} is not a header name (an HTTP token)"
+            )));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(invalid(format!(
-                "header {name} has a line break in its value"
+                "`headers`: the value of `{name}` has a line break or NUL"
             )));
         }
     }
     if let (Some(size), Some(max)) = (d.size, d.max_size) {
         if size > max {
             return Err(invalid(format!(
-                "size {size} is larger than max_size {max}"
+                "`size` {size} is larger than `max_size` {max}"
             )));
         }
     }
@@ -273,14 +280,14 @@ fn validate_mirrors(raw: &mut MirrorSet) -> Result<(), FetchError> {
         return Err(invalid("`set` must be a non-empty name"));
     }
     if raw.urls.is_empty() {
-        return Err(invalid("a mirror set needs at least one URL"));
+        return Err(invalid("`urls`: a mirror set needs at least one URL"));
     }
     if raw.max_per_mirror == Some(0) {
         return Err(invalid("`max_per_mirror` must be at least 1"));
     }
     let mut urls = Vec::with_capacity(raw.urls.len());
     for url in std::mem::take(&mut raw.urls) {
-        check_url(&url)?;
+        check_url(&url, "urls")?;
         let base = if url.ends_with('/') { url } else { url + "/" };
         if !urls.contains(&base) {
             urls.push(base);
@@ -315,23 +322,24 @@ pub fn check_id(id: &str) -> Result<(), FetchError> {
     Ok(())
 }
 
-fn check_url(url: &str) -> Result<(), FetchError> {
-    // Messages quote the URL as it may be shown: without its password.
+/// A URL a request may name, from its field `field` (for the message). Messages quote the
+/// URL as it may be shown: without its password.
+pub fn check_url(url: &str, field: &str) -> Result<(), FetchError> {
     let shown = redacted(url);
     if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(invalid(format!(
-            "URL {shown:?} contains a space or control character (percent-encode it)"
+            "`{field}`: {shown:?} contains a space or control character (percent-encode it)"
         )));
     }
-    let scheme =
-        scheme_of(url).ok_or_else(|| invalid(format!("{shown:?} is not an absolute URL")))?;
+    let scheme = scheme_of(url)
+        .ok_or_else(|| invalid(format!("`{field}`: {shown:?} is not an absolute URL")))?;
     if !REQUEST_SCHEMES.contains(&scheme.as_str()) {
         return Err(FetchError::UnsupportedScheme(format!(
-            "scheme `{scheme}` is not supported (use http, https, ftp or file)"
+            "`{field}`: scheme `{scheme}` is not supported (use http, https, ftp or file)"
         )));
     }
     if scheme != "file" && host_key(url).is_none() {
-        return Err(invalid(format!("URL {shown:?} has no host")));
+        return Err(invalid(format!("`{field}`: {shown:?} has no host")));
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -855,6 +856,7 @@ fn max_size_caps_only_bodies_of_unknown_size() {
     assert_eq!(run.failed_kind("own_cap"), "too_large");
     assert_eq!(run.done("own_room")["size"], 5000);
 }
+
 #[test]
 fn oversized_response_headers_are_final_for_the_source() {
     let server = TestServer::start();
@@ -868,4 +870,71 @@ fn oversized_response_headers_are_final_for_the_source() {
     assert!(message.contains("header"), "{message}");
     assert_eq!(server.requests().len(), 1);
     assert!(entries(dir.path()).is_empty());
+}
+
+/// Issue 13: a repeated key is refused, naming it, and nothing is fetched or written (before,
+/// the last `dest` won, where another JSON parser might have taken the first).
+#[test]
+fn a_line_with_a_repeated_key_is_invalid_and_writes_nothing() {
+    let server = TestServer::start();
+    server.add_file("f", bytes(3, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let line = format!(
+        r#"{{"op":"download","id":"d","url":{},"dest":{},"dest":{}}}"#,
+        json!(server.url("/files/f")),
+        json!(a),
+        json!(b)
+    );
+    let headers = format!(
+        r#"{{"op":"download","id":"h","url":{},"dest":{},"headers":{{"X-A":"1","x-a":"2"}}}}"#,
+        json!(server.url("/files/f")),
+        json!(a)
+    );
+    let mut helper = Helper::spawn(&[]);
+    helper.send_raw(&format!("{line}\n{headers}\n"));
+    let run = helper.finish();
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 2, "{:?}", run.events);
+    assert_eq!(invalid[0]["line"], 1);
+    assert_eq!(invalid[0]["error"]["message"], "duplicate field `dest`");
+    assert_eq!(invalid[1]["line"], 2);
+    assert!(invalid[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("`x-a`"));
+    assert!(run.of("done").is_empty() && run.of("start").is_empty());
+    assert_eq!(server.stats().total_requests(), 0);
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+/// Issue 13: a `dest` that is a directory, or under a regular file, is refused at submission
+/// naming `dest`, before any request goes out (it used to fail only at placement, as `io`).
+#[test]
+fn a_dest_that_cannot_be_a_file_is_invalid_before_any_request() {
+    let server = TestServer::start();
+    server.add_file("f", bytes(4, 100));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let run = client::run(
+        &[],
+        &[
+            download("dir", &server.url("/files/f"), dir.path()),
+            download("under", &server.url("/files/f"), &file.join("x")),
+            download("deep", &server.url("/files/f"), &file.join("x/y")),
+            // Relative to the helper's working directory (the crate's, under cargo test),
+            // where `tests` is a directory: a bare name's directory is `.`, not `""`.
+            download("relative", &server.url("/files/f"), Path::new("tests")),
+        ],
+    );
+    let invalid = run.of("invalid");
+    assert_eq!(invalid.len(), 4, "{:?}", run.events);
+    for event in invalid {
+        assert_eq!(event["error"]["kind"], "invalid_request", "{event}");
+        let message = event["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("`dest`"), "{event}");
+    }
+    assert_eq!(server.stats().total_requests(), 0);
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }

@@ -29,7 +29,7 @@ pub struct KnownFiles {
 impl KnownFiles {
     /// Might `dest` exist? `false` only when its directory's index says it does not.
     pub fn may_exist(&mut self, dest: &Path) -> bool {
-        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        let Some((dir, name)) = split(dest) else {
             return true;
         };
         let names = match self.dirs.get(dir) {
@@ -44,7 +44,7 @@ impl KnownFiles {
 
     /// This helper put a file at `dest`.
     pub fn placed(&mut self, dest: &Path) {
-        let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) else {
+        let Some((dir, name)) = split(dest) else {
             return;
         };
         if let Some(Some(names)) = self.dirs.get_mut(dir) {
@@ -53,6 +53,19 @@ impl KnownFiles {
             }
         }
     }
+}
+
+/// `dest`'s directory and name. A bare name (`a.rpm`) has the parent `""`, which names no
+/// directory to read (`read_dir("")` fails as not found, and would make the name look
+/// absent); it lives in the working directory, `.`.
+fn split(dest: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
+    let (dir, name) = (dest.parent()?, dest.file_name()?);
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    Some((dir, name))
 }
 
 /// The names in `dir`: empty if it does not exist (yet); `None` if it cannot be read or

@@ -1,6 +1,8 @@
 //! What the front asks: reading stdin lines into the front, and carrying out the requests it
 //! submits (downloads, mirror sets, cancels), or refusing them.
 
+use std::path::Path;
+
 use crate::api::{Event, Request, Source, Ticket};
 use crate::engine::downloads::State;
 use crate::engine::job::Job;
@@ -66,17 +68,17 @@ impl Engine {
     fn accept_download(&mut self, ticket: Ticket, download: crate::api::Download) {
         let refusal = if self.downloads.key_of(&download.id).is_some() {
             Some(format!(
-                "id `{}` is already in use by an unfinished download",
+                "`id`: `{}` is already in use by an unfinished download",
                 download.id
             ))
         } else if let Source::Mirror { set, .. } = &download.source {
-            self.mirrors
-                .bases(set)
-                .is_none()
-                .then(|| format!("no mirror set `{set}` has been declared (op `mirrors`)"))
+            self.mirrors.bases(set).is_none().then(|| {
+                format!("`mirror`: no mirror set `{set}` has been declared (op `mirrors`)")
+            })
         } else {
             None
         };
+        let refusal = refusal.or_else(|| self.unwritable_dest(&download.dest));
         if let Some(message) = refusal {
             let error = FetchError::InvalidRequest(message);
             return self.refuse(ticket, Some(&download.id), error);
@@ -87,9 +89,33 @@ impl Engine {
         self.enqueue(key);
     }
 
+    /// Why `dest` can never be written, if the file system says so now: it is an existing
+    /// directory (no file can be renamed over it), or something above it is not a directory.
+    /// Checked at submission so that no body is fetched only to fail as `io` when placed. The
+    /// directory index makes this free for a name that is not in its directory (the usual
+    /// case); a name that is there, or a directory that cannot be read, costs one `lstat`. The
+    /// file system may still change before placing; that then fails as `io`, as before.
+    fn unwritable_dest(&mut self, dest: &Path) -> Option<String> {
+        if !self.known_files.may_exist(dest) {
+            return None;
+        }
+        match std::fs::symlink_metadata(dest) {
+            Ok(meta) if meta.is_dir() => Some(format!(
+                "`dest`: {} is an existing directory",
+                dest.display()
+            )),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Some(format!(
+                "`dest`: {} is below something that is not a directory",
+                dest.display()
+            )),
+            _ => None,
+        }
+    }
+
     fn cancel(&mut self, ticket: Ticket, id: &str) {
         let Some(key) = self.downloads.key_of(id) else {
-            let error = FetchError::InvalidRequest(format!("no unfinished download has id `{id}`"));
+            let error =
+                FetchError::InvalidRequest(format!("`id`: no unfinished download has id `{id}`"));
             return self.refuse(ticket, Some(id), error);
         };
         match &self.downloads[key].state {
@@ -115,7 +141,7 @@ impl Engine {
             State::Placing(_) => {
                 // Verified and being written: too late to cancel; `done` follows.
                 let error = FetchError::InvalidRequest(format!(
-                    "download `{id}` is verified and being put in place; it cannot be cancelled"
+                    "`id`: download `{id}` is verified and being put in place; it cannot be cancelled"
                 ));
                 self.refuse(ticket, Some(id), error);
             }

@@ -3,7 +3,11 @@
 //!
 //! Parsing is strict: an unknown field is an error (a typo must not silently change what gets
 //! downloaded), except fields starting with `x-`, which are the client's own bookkeeping and
-//! are ignored. A line that cannot be accepted is answered with one `invalid` event naming
+//! are ignored. A key given twice is an error too, at the top level and in `hashes` and
+//! `headers` (header names compared without ASCII case): JSON parsers disagree on which of two
+//! values counts, and the file written must not depend on that (`strict` reads the line
+//! straight from its text for this; `serde_json::Value` would keep the last value silently).
+//! A line that cannot be accepted is answered with one `invalid` event naming
 //! its line number; the engine's own refusals come back with the line number as their ticket.
 //! docs/protocol.schema.json describes every event written here, and the integration tests
 //! hold real output against it.
@@ -207,14 +211,6 @@ pub(crate) struct Rejected {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum RawRequest {
-    Download(Box<RawDownload>),
-    Mirrors(RawMirrors),
-    Cancel(RawCancel),
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMirrors {
     set: String,
@@ -240,9 +236,9 @@ struct RawDownload {
     dest: String,
     size: Option<u64>,
     max_size: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::distinct_keys")]
     hashes: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::distinct_header_names")]
     headers: BTreeMap<String, String>,
     #[serde(default)]
     priority: i64,
@@ -269,36 +265,66 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
         error: FetchError::InvalidRequest(message),
     };
     let text = std::str::from_utf8(line).map_err(|_| reject(None, "line is not UTF-8".into()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| reject(None, format!("not JSON: {e}")))?;
-    let serde_json::Value::Object(mut fields) = value else {
-        return Err(reject(None, "a request must be a JSON object".into()));
+    // Straight from the text, never through `serde_json::Value`, which keeps the last of two
+    // equal keys (see `strict`).
+    let members = strict::Members::parse(text).map_err(|e| {
+        let message = match e.classify() {
+            serde_json::error::Category::Data => "a request must be a JSON object".into(),
+            _ => format!("not JSON: {e}"),
+        };
+        reject(None, message)
+    })?;
+    let repeated = members.repeated();
+    // The id is echoed in any refusal, unless it is the key given twice: then there is no one
+    // id to echo.
+    let id = match repeated {
+        Some("id") => None,
+        _ => members
+            .get("id")
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()),
     };
-    let id = fields.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-    fields.retain(|name, _| !name.starts_with("x-"));
-    match fields.get("op") {
-        None => return Err(reject(id, "missing field `op`".into())),
-        Some(serde_json::Value::String(op))
-            if op == "download" || op == "cancel" || op == "mirrors" => {}
-        Some(op) => {
-            return Err(reject(
-                id,
-                format!("unknown op {op} (known: download, mirrors, cancel)"),
-            ))
-        }
+    if let Some(key) = repeated {
+        return Err(reject(id, format!("duplicate field `{key}`")));
     }
-    let raw: RawRequest = serde_json::from_value(serde_json::Value::Object(fields))
-        .map_err(|e| reject(id.clone(), e.to_string()))?;
-    let request = match raw {
-        RawRequest::Download(raw) => download(*raw).map(Request::from),
-        RawRequest::Mirrors(raw) => Ok(Request::Mirrors(api::MirrorSet {
-            set: raw.set,
-            urls: raw.urls,
-            max_per_mirror: raw.max_per_mirror,
-        })),
-        RawRequest::Cancel(RawCancel { id }) => Ok(Request::Cancel { id }),
+    let Some(op) = members.get("op") else {
+        return Err(reject(id, "missing field `op`".into()));
     };
-    request.map_err(|error| Rejected { id, error })
+    // `op` picks the shape; `x-` members are the client's own and ignored.
+    let fields = |key: &str| key != "op" && !key.starts_with("x-");
+    let named = |e: serde_json::Error| reject(id.clone(), e.to_string());
+    match serde_json::from_str::<String>(op.get()).ok().as_deref() {
+        Some("download") => members
+            .deserialize::<RawDownload>(fields)
+            .map_err(named)
+            .and_then(|raw| {
+                download(raw).map_err(|error| Rejected {
+                    id: id.clone(),
+                    error,
+                })
+            })
+            .map(Request::from),
+        Some("mirrors") => members
+            .deserialize::<RawMirrors>(fields)
+            .map_err(named)
+            .map(|raw| {
+                Request::Mirrors(api::MirrorSet {
+                    set: raw.set,
+                    urls: raw.urls,
+                    max_per_mirror: raw.max_per_mirror,
+                })
+            }),
+        Some("cancel") => members
+            .deserialize::<RawCancel>(fields)
+            .map_err(named)
+            .map(|RawCancel { id }| Request::Cancel { id }),
+        _ => Err(reject(
+            id.clone(),
+            format!(
+                "unknown `op` {} (known: download, mirrors, cancel)",
+                op.get()
+            ),
+        )),
+    }
 }
 
 fn invalid(message: &str) -> FetchError {
@@ -310,6 +336,7 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
     // The engine checks the id again; checking it here first keeps a bad id reported before
     // a bad source, as it always was.
     api::check_id(&raw.id)?;
+    let url_field = raw.url.is_some();
     let source = match (raw.url, raw.urls, raw.mirror, raw.path) {
         (Some(url), None, None, None) => Source::Urls(vec![url]),
         (None, Some(urls), None, None) => Source::Urls(urls),
@@ -327,11 +354,17 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
             ))
         }
     };
+    // The engine checks URLs again, but names a lone URL `url` and several `urls`; here the
+    // message can name the field the line used.
+    if let Source::Urls(urls) = &source {
+        let field = if url_field { "url" } else { "urls" };
+        urls.iter().try_for_each(|url| api::check_url(url, field))?;
+    }
     let mut hashes = Vec::with_capacity(raw.hashes.len());
     for (name, hex) in raw.hashes {
         let algorithm = Algorithm::from_name(&name).ok_or_else(|| {
             FetchError::InvalidRequest(format!(
-                "unknown hash algorithm `{name}` (known: sha256, sha512, sha384, sha224, sha1, md5)"
+                "`hashes`: unknown hash algorithm `{name}` (known: sha256, sha512, sha384, sha224, sha1, md5)"
             ))
         })?;
         hashes.push((algorithm, hex));
@@ -481,5 +514,6 @@ fn write_line(out: &mut Vec<u8>, event: &Wire<'_>) {
     out.push(b'\n');
 }
 
+mod strict;
 #[cfg(test)]
 mod tests;

@@ -126,3 +126,129 @@ fn events_serialize_with_their_tag() {
         "{\"event\":\"bye\",\"ok\":1,\"failed\":2,\"invalid\":0,\"bytes\":3,\"elapsed_ms\":4}\n"
     );
 }
+
+/// Issue 13: with the line read into a `serde_json::Value` first, a repeated key silently
+/// kept its last value, so two JSON parsers could disagree on which file is written.
+#[test]
+fn duplicate_keys_are_invalid_and_named() {
+    let url = r#""op":"download","id":"a","url":"http://h/x""#;
+    for (line, key) in [
+        (format!(r#"{{{url},"dest":"/t/a","dest":"/t/b"}}"#), "dest"),
+        (format!(r#"{{{url},"dest":"/t/a","op":"download"}}"#), "op"),
+        (format!(r#"{{{url},"dest":"/t/a","x-n":1,"x-n":2}}"#), "x-n"),
+        (
+            format!(
+                r#"{{{url},"dest":"/t/a","hashes":{{"md5":"{0}","md5":"{0}"}}}}"#,
+                &SHA[..32]
+            ),
+            "md5",
+        ),
+        (
+            format!(r#"{{{url},"dest":"/t/a","headers":{{"X-A":"1","X-A":"2"}}}}"#),
+            "X-A",
+        ),
+        // Header names are case-insensitive in HTTP: these are two values for one header.
+        (
+            format!(r#"{{{url},"dest":"/t/a","headers":{{"X-A":"1","x-a":"2"}}}}"#),
+            "x-a",
+        ),
+        (
+            r#"{"op":"mirrors","set":"f","set":"g","urls":["http://a/"]}"#.to_string(),
+            "set",
+        ),
+    ] {
+        let r = rejected(&line);
+        assert_eq!(r.error.kind(), ErrorKind::InvalidRequest, "{line}");
+        let message = r.error.to_string();
+        assert!(
+            message.contains("duplicate") && message.contains(&format!("`{key}`")),
+            "{line}: {message}"
+        );
+    }
+    assert_eq!(
+        rejected(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t/a","dest":"/t/a"}"#)
+            .error
+            .to_string(),
+        "duplicate field `dest`"
+    );
+    // Which of two ids would be the one to echo is exactly the ambiguity refused here.
+    let r = rejected(r#"{"op":"cancel","id":"a","id":"b"}"#);
+    assert_eq!(r.id, None);
+    assert!(r.error.to_string().contains("`id`"), "{}", r.error);
+    // Distinct names, even ones differing only in case, are distinct fields or digests.
+    parse(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t/a","x-n":1,"x-N":2}"#)
+        .unwrap();
+}
+
+/// Issue 13: every `invalid` message names the field it is about (`"size":-1` used to say
+/// only "invalid value: integer `-1`, expected u64").
+#[test]
+fn every_refusal_names_its_field() {
+    let d = r#""op":"download","id":"a""#;
+    for (line, field) in [
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","size":-1}}"#),
+            "size",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","priority":"hi"}}"#),
+            "priority",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","range":{{"start":0}}}}"#),
+            "range",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","hashes":{{"sha256":"zz"}}}}"#),
+            "hashes",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","hashes":{{"crc32":"00"}}}}"#),
+            "hashes",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","headers":{{"a b":"1"}}}}"#),
+            "headers",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","headers":{{"A":"1\n"}}}}"#),
+            "headers",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t","size":5,"max_size":4}}"#),
+            "size",
+        ),
+        (
+            format!(r#"{{{d},"url":"http://h/a b","dest":"/t"}}"#),
+            "url",
+        ),
+        (
+            format!(r#"{{{d},"urls":["http://h/x","nope"],"dest":"/t"}}"#),
+            "urls",
+        ),
+        (
+            format!(r#"{{{d},"url":"gopher://h/x","dest":"/t"}}"#),
+            "url",
+        ),
+        (format!(r#"{{{d},"url":"http:///x","dest":"/t"}}"#), "url"),
+        (
+            format!(r#"{{{d},"url":"http://h/x","dest":"/t/"}}"#),
+            "dest",
+        ),
+        (
+            r#"{"op":"mirrors","set":"f","urls":["http://a/","x"]}"#.into(),
+            "urls",
+        ),
+        (r#"{"op":"mirrors","set":"f","urls":[]}"#.into(), "urls"),
+        (r#"{"op":"cancel","id":7}"#.into(), "id"),
+        (r#"{"op":"frobnicate"}"#.into(), "op"),
+    ] {
+        let message = rejected(&line).error.to_string();
+        assert!(message.contains(&format!("`{field}`")), "{line}: {message}");
+    }
+    let r = rejected(r#"{"op":"download","id":"a","url":"http://h/x","dest":"/t","size":-1}"#);
+    assert_eq!(
+        r.error.to_string(),
+        "`size`: invalid value: integer `-1`, expected u64"
+    );
+}
