@@ -382,6 +382,52 @@ mod tests {
     use std::os::fd::FromRawFd;
     use std::time::Duration;
 
+    /// A worker that cannot write (`/dev/full`: ENOSPC) hands back the OS error itself,
+    /// both to the sink (the transfer stops) and in its `Hashed` answer, never a vague text.
+    #[test]
+    fn a_failed_write_comes_back_as_the_os_error() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (hasher, answers) = Hasher::new(waker);
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let enospc = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        // Two bodies: one whose sink sees the failure, one whose end is asked for anyway.
+        let piece = vec![7u8; CHUNK];
+        let mut lane = hasher
+            .lane(&full, Box::new(Digests::new([])), 1, 4 * CHUNK as u64)
+            .ok()
+            .unwrap();
+        let failed = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            matches!(lane.accept(&piece), Accepted::Failed)
+        });
+        assert!(failed, "the sink is told the worker failed");
+        let error = lane.take_error();
+        assert!(enospc(&error), "{error}");
+        drop(lane);
+        let mut lane = hasher
+            .lane(&full, Box::new(Digests::new([])), 2, CHUNK as u64)
+            .ok()
+            .unwrap();
+        assert!(matches!(lane.accept(&piece), Accepted::Taken));
+        let (id, _) = lane.finish();
+        loop {
+            match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
+                Answer::Hashed {
+                    token,
+                    lane,
+                    result,
+                } if lane == id => {
+                    assert_eq!(token, 2);
+                    let error = result.err().expect("the write failed");
+                    assert!(enospc(&error), "{error}");
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+
     /// The body's "file" is a pipe nobody reads until the lane has paused, so the worker
     /// is stuck writing and the producer must run out of buffers: the lane pauses, the
     /// worker unpauses it once the pipe drains, and what comes out is the whole body with
