@@ -32,7 +32,6 @@ use mio::Waker;
 use crate::body::digest::Digests;
 use crate::body::fs::write_in_pieces;
 use crate::body::CURL_RECEIVE_BUFFER;
-use crate::error::FetchError;
 
 /// Most worker threads, whatever the number of cores.
 const MAX_WORKERS: usize = 4;
@@ -51,7 +50,9 @@ pub enum Answer {
     Hashed {
         token: usize,
         lane: u64,
-        result: Result<Digests, FetchError>,
+        /// On failure, the OS error the worker's write got: the engine names the file
+        /// (see `Sink::write_failed`), which the worker does not know.
+        result: Result<Digests, std::io::Error>,
     },
     /// A buffer came back to the paused transfer with this curl token: unpause it.
     Unpause(usize),
@@ -95,8 +96,11 @@ struct LaneShared {
     free: Mutex<Vec<Vec<u8>>>,
     /// The transfer is paused for want of a buffer.
     paused: AtomicBool,
-    /// The worker could not write: stop the transfer (the error comes with `Hashed`).
+    /// The worker could not write: stop the transfer (the error comes with `Hashed`, or
+    /// from [`Lane::take_error`] if the transfer stops first).
     failed: AtomicBool,
+    /// Why the worker could not write, until someone takes it.
+    error: Mutex<Option<std::io::Error>>,
     /// The transfer's curl token, for [`Answer::Unpause`].
     token: usize,
 }
@@ -162,6 +166,7 @@ impl Hasher {
             free: Mutex::new(Vec::new()),
             paused: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            error: Mutex::new(None),
             token,
         });
         let start = Work::Start {
@@ -247,6 +252,13 @@ impl Lane {
         self.filling.as_mut()
     }
 
+    /// Why the worker could not write (after [`Accepted::Failed`]): the OS error itself,
+    /// for a message that names the file and the error. Only called on failure.
+    pub fn take_error(&self) -> std::io::Error {
+        let error = self.shared.error.lock().ok().and_then(|mut e| e.take());
+        error.unwrap_or_else(|| std::io::Error::other("the hashing worker could not write"))
+    }
+
     fn take_free(&self) -> Option<Vec<u8>> {
         self.shared.free.lock().ok()?.pop()
     }
@@ -288,7 +300,7 @@ struct Body {
     file: File,
     digests: Box<Digests>,
     shared: Arc<LaneShared>,
-    failed: Option<FetchError>,
+    failed: bool,
 }
 
 /// A worker's life: hash and write the bodies it is given until the engine is gone.
@@ -306,7 +318,7 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                     file,
                     digests,
                     shared,
-                    failed: None,
+                    failed: false,
                 };
                 bodies.insert(id, body);
             }
@@ -314,11 +326,13 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                 let Some(body) = bodies.get_mut(&id) else {
                     continue;
                 };
-                if body.failed.is_none() {
+                if !body.failed {
                     body.digests.update(&buf);
                     if let Err(e) = write_in_pieces(&mut body.file, &buf) {
-                        body.failed =
-                            Some(FetchError::io("writing a body on a hashing worker", &e));
+                        body.failed = true;
+                        if let Ok(mut error) = body.shared.error.lock() {
+                            *error = Some(e);
+                        }
                         body.shared.failed.store(true, Ordering::Release);
                     }
                 }
@@ -335,9 +349,13 @@ fn work(inbox: Receiver<Work>, answers: Sender<Answer>, waker: Arc<Waker>) {
                 let Some(body) = bodies.remove(&id) else {
                     continue;
                 };
-                let answer = match body.failed {
-                    Some(error) => Err(error),
-                    None => Ok(*body.digests),
+                let error = body.shared.error.lock().ok().and_then(|mut e| e.take());
+                let answer = match (body.failed, error) {
+                    (false, _) => Ok(*body.digests),
+                    (true, Some(error)) => Err(error),
+                    (true, None) => {
+                        Err(std::io::Error::other("the hashing worker could not write"))
+                    }
                 };
                 let answer = Answer::Hashed {
                     token: body.shared.token,
@@ -363,6 +381,52 @@ mod tests {
     use std::io::Read;
     use std::os::fd::FromRawFd;
     use std::time::Duration;
+
+    /// A worker that cannot write (`/dev/full`: ENOSPC) hands back the OS error itself,
+    /// both to the sink (the transfer stops) and in its `Hashed` answer, never a vague text.
+    #[test]
+    fn a_failed_write_comes_back_as_the_os_error() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (hasher, answers) = Hasher::new(waker);
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let enospc = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        // Two bodies: one whose sink sees the failure, one whose end is asked for anyway.
+        let piece = vec![7u8; CHUNK];
+        let mut lane = hasher
+            .lane(&full, Box::new(Digests::new([])), 1, 4 * CHUNK as u64)
+            .ok()
+            .unwrap();
+        let failed = (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(5));
+            matches!(lane.accept(&piece), Accepted::Failed)
+        });
+        assert!(failed, "the sink is told the worker failed");
+        let error = lane.take_error();
+        assert!(enospc(&error), "{error}");
+        drop(lane);
+        let mut lane = hasher
+            .lane(&full, Box::new(Digests::new([])), 2, CHUNK as u64)
+            .ok()
+            .unwrap();
+        assert!(matches!(lane.accept(&piece), Accepted::Taken));
+        let (id, _) = lane.finish();
+        loop {
+            match answers.recv_timeout(Duration::from_secs(30)).unwrap() {
+                Answer::Hashed {
+                    token,
+                    lane,
+                    result,
+                } if lane == id => {
+                    assert_eq!(token, 2);
+                    let error = result.err().expect("the write failed");
+                    assert!(enospc(&error), "{error}");
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
 
     /// The body's "file" is a pipe nobody reads until the lane has paused, so the worker
     /// is stuck writing and the producer must run out of buffers: the lane pauses, the

@@ -35,8 +35,34 @@ pub struct Placement {
 /// for another body.
 pub struct Answer {
     pub key: usize,
-    pub result: std::io::Result<()>,
+    pub result: Result<(), Failed>,
     pub buffer: Vec<u8>,
+}
+
+/// Why a placement failed: what the worker was doing, to which file (`None`: to `dest`
+/// itself, or to an unnamed temporary file beside it), and the OS error.
+#[derive(Debug)]
+pub struct Failed {
+    pub doing: &'static str,
+    pub path: Option<PathBuf>,
+    pub error: std::io::Error,
+}
+
+impl Failed {
+    /// What the worker was doing, the file, the OS error: for an `io` error's context.
+    pub fn context(&self, dest: &Path) -> String {
+        let path = self.path.as_deref().unwrap_or(dest);
+        format!("{} {}", self.doing, path.display())
+    }
+}
+
+/// An error of step `doing` on `dest` (or its unnamed temporary file).
+fn failed(doing: &'static str) -> impl FnOnce(std::io::Error) -> Failed {
+    move |error| Failed {
+        doing,
+        path: None,
+        error,
+    }
 }
 
 /// The handle the engine keeps; the worker starts with the first placement.
@@ -139,28 +165,40 @@ struct Directory {
 
 impl Directory {
     /// Write `bytes` to a new file and give it the name `dest`, replacing what is there.
-    fn place(&mut self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fn place(&mut self, dest: &Path, bytes: &[u8]) -> Result<(), Failed> {
         let name = dest.file_name().unwrap_or_default();
-        let c_name = fs::c_path(name)?;
-        let dirfd = self.open(fs::parent(dest))?;
+        let c_name = fs::c_path(name).map_err(failed("placing"))?;
+        let dirfd = self
+            .open(fs::parent(dest))
+            .map_err(failed("opening the directory of"))?;
         if !self.no_tmpfile {
             match fs::open_anonymous(dirfd, c".") {
                 Ok(file) => {
-                    fs::write_in_pieces(&mut &file, bytes)?;
-                    return fs::link_in(&file, dirfd, &c_name, || fs::c_path(fs::temp_name(name)));
+                    fs::write_in_pieces(&mut &file, bytes)
+                        .map_err(failed("writing a temporary file for"))?;
+                    return fs::link_in(&file, dirfd, &c_name, || fs::c_path(fs::temp_name(name)))
+                        .map_err(failed("placing"));
                 }
                 Err(e) if tmpfile_unsupported(&e) => self.no_tmpfile = true,
-                Err(e) => return Err(e),
+                Err(e) => return Err(failed("creating a temporary file for")(e)),
             }
         }
-        let temp = fs::c_path(fs::temp_name(name))?;
-        let file = fs::create_new(dirfd, &temp)?;
-        let written = fs::write_in_pieces(&mut &file, bytes)
-            .and_then(|()| fs::renameat(dirfd, &temp, &c_name));
-        if written.is_err() {
+        let temp_name = fs::temp_name(name);
+        // Only on failure: the temporary file's path, for the message.
+        let on_temp = |doing, error| Failed {
+            doing,
+            path: Some(dest.with_file_name(&temp_name)),
+            error,
+        };
+        let temp = fs::c_path(&temp_name).map_err(|e| on_temp("creating", e))?;
+        let file = fs::create_new(dirfd, &temp).map_err(|e| on_temp("creating", e))?;
+        let written = fs::write_in_pieces(&mut &file, bytes).map_err(|e| on_temp("writing", e));
+        let placed =
+            written.and_then(|()| fs::renameat(dirfd, &temp, &c_name).map_err(failed("placing")));
+        if placed.is_err() {
             fs::unlinkat(dirfd, &temp);
         }
-        written
+        placed
     }
 
     /// The directory's descriptor, opening it (and creating it if need be) when it is not

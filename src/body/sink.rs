@@ -175,8 +175,8 @@ impl Sink {
     /// The server will send the whole body after all: drop the kept prefix and start over.
     pub fn restart(&mut self) -> Result<(), FetchError> {
         self.store.restart().map_err(|e| {
-            let path = self.store.path_for_messages(&self.dest);
-            FetchError::io(format!("truncating {}", path.display()), &e)
+            let file = self.store.file_for_messages(&self.dest);
+            FetchError::io(format!("truncating {file}"), &e)
         })?;
         self.digests = Digests::new(self.wanted.iter().copied());
         self.received = 0;
@@ -219,9 +219,7 @@ impl Sink {
                         return Ok(Flow::More);
                     }
                     Accepted::Pause => return Ok(Flow::Pause),
-                    Accepted::Failed => {
-                        Err(std::io::Error::other("the hashing worker could not write"))
-                    }
+                    Accepted::Failed => Err(lane.take_error()),
                 },
                 store => {
                     self.digests.update(bytes);
@@ -231,14 +229,21 @@ impl Sink {
                 }
             };
             if let Err(e) = written {
-                let path = self.store.path_for_messages(&self.dest);
-                return Err(FetchError::io(format!("writing {}", path.display()), &e));
+                return Err(self.write_failed(&e));
             }
         }
         if self.window.is_some_and(|w| w.take == 0) {
             return Ok(Flow::Complete);
         }
         Ok(Flow::More)
+    }
+
+    /// Writing the body's file failed with `error` (here or on a hashing worker): an `io`
+    /// error naming the file being written and the OS error. Only built on failure.
+    #[cold]
+    pub fn write_failed(&self, error: &std::io::Error) -> FetchError {
+        let file = self.store.file_for_messages(&self.dest);
+        FetchError::io(format!("writing {file}"), error)
     }
 
     /// At the first byte: choose the store (see [`crate::body::store`]).

@@ -116,17 +116,17 @@ impl Store {
         }
     }
 
-    /// The name the bytes are written under, for messages: an anonymous file has none, so
-    /// it gets a temporary name it would have had.
-    pub fn path_for_messages(&self, dest: &Path) -> PathBuf {
+    /// The file the bytes are written to, for messages (built only on failure): its path,
+    /// or, for an anonymous file (which has none), "a temporary file for DEST".
+    pub fn file_for_messages(&self, dest: &Path) -> String {
         match self {
             Store::Named { path, .. }
             | Store::Lane {
                 file: Temp::Named { path, .. },
                 ..
-            } => path.clone(),
-            Store::Partial(partial) => partial.path.clone(),
-            _ => fs::temp_path(dest),
+            } => path.display().to_string(),
+            Store::Partial(partial) => partial.path.display().to_string(),
+            _ => format!("a temporary file for {}", dest.display()),
         }
     }
 
@@ -176,12 +176,8 @@ impl Store {
     /// Give the verified body its final name `dest`. On failure the store is left as it
     /// was, for [`Store::discard`]. Not for a body in memory.
     pub fn publish(&mut self, dest: &Path, named: bool) -> Result<(), FetchError> {
-        self.flush().map_err(|e| {
-            FetchError::io(
-                format!("writing {}", self.path_for_messages(dest).display()),
-                &e,
-            )
-        })?;
+        self.flush()
+            .map_err(|e| FetchError::io(format!("writing {}", self.file_for_messages(dest)), &e))?;
         // An empty body was never opened: create the (empty) file now.
         self.open(dest, named)?;
         let placing = |e: std::io::Error| FetchError::io(format!("placing {}", dest.display()), &e);

@@ -161,7 +161,10 @@ impl Engine {
                     sink.hashed(digests);
                     self.conclude(key, sink, ended, Verdict::Body);
                 }
-                Err(error) => self.attempt_failed(key, error, Some(sink), Some(&ended.head)),
+                Err(error) => {
+                    let error = sink.write_failed(&error);
+                    self.attempt_failed(key, error, Some(sink), Some(&ended.head))
+                }
             }
         }
     }
@@ -245,9 +248,10 @@ impl Engine {
         let Placing { verified, ended } = *placing;
         match result {
             Ok(()) => self.succeeded(key, Some(verified), ended),
-            Err(e) => {
-                let what = format!("placing {}", download.job.request.dest.display());
-                self.attempt_failed(key, FetchError::io(what, &e), None, Some(&ended.head));
+            Err(failed) => {
+                let what = failed.context(&download.job.request.dest);
+                let error = FetchError::io(what, &failed.error);
+                self.attempt_failed(key, error, None, Some(&ended.head));
             }
         }
     }
