@@ -605,6 +605,9 @@ fn retry_after_holds_for_every_later_attempt_on_that_source() {
     let asked = requests_in_order(&[&a, &b]);
     assert_eq!(asked.len(), 4, "{asked:?}");
     assert_eq!(asked[0].1, 0, "{asked:?}");
+    // The third attempt (after a backoff of 0.5..1 s) goes to B, whose server set no time,
+    // rather than waiting for A.
+    assert_eq!((asked[1].1, asked[2].1), (1, 1), "{asked:?}");
     let first = asked[0].0;
     for (at, server, path) in &asked[1..] {
         if *server == 0 {
