@@ -938,3 +938,44 @@ fn a_dest_that_cannot_be_a_file_is_invalid_before_any_request() {
     assert_eq!(server.stats().total_requests(), 0);
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+/// Two failing mirrors do not burn a download's attempts back to back: once both were tried,
+/// every further attempt waits out the backoff, whichever mirror it goes to.
+#[test]
+fn two_failing_mirrors_alternate_with_backoff() {
+    let stats = Stats::new();
+    let m1 = TestServer::start_on("127.0.0.1", stats.clone());
+    let m2 = TestServer::start_on("127.0.0.2", stats);
+    let body = bytes(7, 1000);
+    let dir = tempfile::tempdir().unwrap();
+    let run = client::run(
+        &["--retries", "3", "--max-retry-wait", "1"],
+        &[
+            mirrors("f", &[m1.url("/flaky/100/"), m2.url("/flaky/100/")]),
+            from_mirror("a", "f", "a.rpm", &dir.path().join("a.rpm"), &body),
+        ],
+    );
+    let failed = run
+        .of("failed")
+        .into_iter()
+        .find(|e| e["id"] == "a")
+        .expect("a failed");
+    assert_eq!(failed["attempts"].as_array().unwrap().len(), 4, "{failed}");
+    let mut asked: Vec<Instant> = m1
+        .requests()
+        .iter()
+        .chain(m2.requests().iter())
+        .map(|r| r.at)
+        .collect();
+    asked.sort();
+    assert_eq!(asked.len(), 4);
+    // The 2nd and 3rd transient failures back off 1 s (capped), jittered to 0.5..1 s.
+    for n in 2..4 {
+        let gap = asked[n] - asked[n - 1];
+        assert!(
+            gap >= Duration::from_millis(500),
+            "attempt {} started {gap:?} after attempt {n}",
+            n + 1
+        );
+    }
+}

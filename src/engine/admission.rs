@@ -32,7 +32,7 @@ const HASHING_BUDGET: usize = 32 << 20;
 impl Engine {
     /// Pick the download's next source and queue it, or fail it when no source is left.
     pub(super) fn enqueue(&mut self, key: usize) {
-        if !self.choose_source(key) {
+        if !self.choose_source(key, Instant::now()) {
             let error = self.downloads[key].job.attempts.is_empty().then(|| {
                 FetchError::Network(
                     "every mirror of the set has been put aside after repeated failures".into(),
@@ -54,18 +54,22 @@ impl Engine {
         }
     }
 
-    /// Set the job's `url`, `origin` and `slot` for its next attempt. Untried sources come
-    /// first; a source ruled out for this download is never chosen again.
-    pub(super) fn choose_source(&mut self, key: usize) -> bool {
+    /// Set the job's `url`, `origin` and `slot` for its next attempt, which can start at
+    /// `ready_at` at the earliest. Untried sources come first, then sources whose server's
+    /// `Retry-After` has passed by `ready_at`; a source ruled out for this download is never
+    /// chosen again.
+    pub(super) fn choose_source(&mut self, key: usize, ready_at: Instant) -> bool {
         let job = &mut self.downloads[key].job;
         let base = match &job.request.source {
             Source::Urls(urls) => {
                 let usable = |u: &&String| !job.excluded.contains(u);
+                let ready = |u: &&String| job.not_before(u).is_none_or(|at| at <= ready_at);
                 let Some(url) = urls
                     .iter()
                     .filter(usable)
                     .find(|u| !job.tried.contains(u))
-                    .or_else(|| urls.iter().find(usable))
+                    .or_else(|| urls.iter().filter(usable).find(ready))
+                    .or_else(|| urls.iter().filter(usable).min_by_key(|u| job.not_before(u)))
                 else {
                     return false;
                 };
@@ -78,7 +82,16 @@ impl Engine {
             Source::Mirror { set, .. } => {
                 let scheduler = &self.scheduler;
                 let load = |base: &str| scheduler.load(&mirror_slot(base));
-                self.mirrors.choose(set, &job.tried, &job.excluded, load)
+                // Mirrors still within their Retry-After only when no other is left.
+                let mut waiting = job.waiting_at(ready_at).peekable();
+                let ready = waiting.peek().is_some().then(|| {
+                    let mut ruled_out = job.excluded.clone();
+                    ruled_out.extend(waiting.cloned());
+                    self.mirrors.choose(set, &job.tried, &ruled_out, load)
+                });
+                ready
+                    .flatten()
+                    .or_else(|| self.mirrors.choose(set, &job.tried, &job.excluded, load))
             }
         };
         let Some(base) = base else {
@@ -107,9 +120,12 @@ impl Engine {
             let job = &mut self.downloads[key].job;
             debug_assert_eq!(job.seq, ticket.seq, "a cancelled ticket was admitted");
             if let Source::Mirror { set, .. } = &job.request.source {
+                // A mirror within its Retry-After is no better.
+                let mut ruled_out = job.excluded.clone();
+                ruled_out.extend(job.waiting_at(Instant::now()).cloned());
                 let better = self
                     .mirrors
-                    .better_than(set, &job.origin, &job.tried, &job.excluded);
+                    .better_than(set, &job.origin, &job.tried, &ruled_out);
                 if let Some(better) = better {
                     // Health changed while it waited: requeue it for the better mirror.
                     self.scheduler.release(&ticket.slot, cost);

@@ -3,6 +3,7 @@
 //! docs/design.md has the retry policy as a table.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::api::{Event, Outcome, Source};
 use crate::body::hasher::Answer;
@@ -336,6 +337,15 @@ impl Engine {
             }
         }
         job.record(error.clone());
+        let now = Instant::now();
+        let max_wait = Duration::from_secs(self.options.max_retry_wait);
+        if disposition == Disposition::Transient {
+            let retry_after = head.and_then(|h| h.retry_after.as_deref());
+            if let Some(asked) = retry_after.and_then(retry::parse_retry_after) {
+                let origin = job.origin.clone();
+                job.wait_for(&origin, now + asked.min(max_wait));
+            }
+        }
         if !job.tried.contains(&job.origin) {
             job.tried.push(job.origin.clone());
         }
@@ -357,19 +367,25 @@ impl Engine {
         if job.attempts.len() > self.options.retries as usize {
             return self.fail(key, Some(error));
         }
-        let failed_origin = job.origin.clone();
-        if !self.choose_source(key) {
+        // An untried source is tried at once; once every source has been tried, each
+        // further attempt waits out a backoff, whichever source it goes to, and never
+        // starts on a source before its server's Retry-After has passed.
+        let backoff = match job.transient_failures {
+            0 => Duration::ZERO,
+            failures => retry::delay(failures, max_wait),
+        };
+        if !self.choose_source(key, now + backoff) {
             return self.fail(key, Some(error));
         }
-        // Another source is tried at once; the same source again only after a backoff.
         let job = &self.downloads[key].job;
-        let delay =
-            (disposition == Disposition::Transient && job.origin == failed_origin).then(|| {
-                let max_wait = std::time::Duration::from_secs(self.options.max_retry_wait);
-                let retry_after = head.and_then(|h| h.retry_after.as_deref());
-                retry::delay(job.transient_failures, retry_after, max_wait)
-            });
-        self.enqueue_chosen(key, delay);
+        let mut start = now;
+        if job.tried.contains(&job.origin) {
+            start += backoff;
+        }
+        if let Some(at) = job.not_before(&job.origin) {
+            start = start.max(at);
+        }
+        self.enqueue_chosen(key, Some(start - now));
     }
 
     /// Report the download failed with `error` (or, if none, its last attempt's error).

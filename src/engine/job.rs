@@ -24,6 +24,9 @@ pub(crate) struct Job {
     pub excluded: Vec<String>,
     /// Transient failures so far (drives the backoff).
     pub transient_failures: u32,
+    /// Origins whose server asked, with `Retry-After`, not to be asked again before a time:
+    /// no later attempt of this download starts on one of them earlier.
+    pub not_before: Vec<(String, Instant)>,
     /// Every failed attempt, for `done` and `failed`.
     pub attempts: Vec<Attempt>,
     pub received_at: Instant,
@@ -41,9 +44,34 @@ impl Job {
             tried: Vec::new(),
             excluded: Vec::new(),
             transient_failures: 0,
+            not_before: Vec::new(),
             attempts: Vec::new(),
             received_at: Instant::now(),
         }
+    }
+
+    /// When `origin` may be asked again, if its server set a time.
+    pub fn not_before(&self, origin: &str) -> Option<Instant> {
+        self.not_before
+            .iter()
+            .find(|(o, _)| o == origin)
+            .map(|&(_, at)| at)
+    }
+
+    /// Do not ask `origin` again before `at` (a later time than one set before wins).
+    pub fn wait_for(&mut self, origin: &str, at: Instant) {
+        match self.not_before.iter_mut().find(|(o, _)| o == origin) {
+            Some((_, until)) => *until = (*until).max(at),
+            None => self.not_before.push((origin.to_owned(), at)),
+        }
+    }
+
+    /// Origins that may not be asked before `at`.
+    pub fn waiting_at(&self, at: Instant) -> impl Iterator<Item = &String> {
+        self.not_before
+            .iter()
+            .filter(move |(_, until)| *until > at)
+            .map(|(origin, _)| origin)
     }
 
     /// Record a failed attempt at the current URL.

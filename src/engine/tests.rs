@@ -534,4 +534,90 @@ fn a_request_submitted_on_an_event_starts_at_once() {
     );
 }
 
+/// Every request the servers saw, in order of arrival: (when, which server, path).
+fn requests_in_order(servers: &[&TestServer]) -> Vec<(Instant, usize, String)> {
+    let mut all: Vec<_> = servers
+        .iter()
+        .enumerate()
+        .flat_map(|(index, server)| {
+            server
+                .requests()
+                .into_iter()
+                .map(move |r| (r.at, index, r.path))
+        })
+        .collect();
+    all.sort_by_key(|r| r.0);
+    all
+}
+
+/// Once every source has been tried, each further attempt waits out a backoff, whichever
+/// source it goes to: two failing URLs do not burn the attempts back to back.
+#[test]
+fn alternating_sources_back_off_once_each_was_tried() {
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [a.url("/status/503"), b.url("/status/503")];
+    let run = Harness::new(
+        &["--retries", "3", "--max-retry-wait", "1"],
+        vec![download("x", &urls, &dir.path().join("x"), b"x")],
+    );
+    let (seen, _) = run.finish();
+    assert!(
+        matches!(seen.last().unwrap(), Seen::Failed { attempts, .. } if attempts.len() == 4),
+        "{seen:?}"
+    );
+    let asked = requests_in_order(&[&a, &b]);
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    // Both sources first, at once; then the backoff after the 2nd and 3rd transient
+    // failures: 1 s each (0.5 s doubled, capped by --max-retry-wait 1), jittered to 0.5..1 s.
+    assert_eq!((asked[0].1, asked[1].1), (0, 1), "{asked:?}");
+    assert!(
+        asked[1].0 - asked[0].0 < Duration::from_millis(250),
+        "{asked:?}"
+    );
+    for n in 2..4 {
+        let gap = asked[n].0 - asked[n - 1].0;
+        assert!(
+            gap >= Duration::from_millis(500),
+            "attempt {} started {gap:?} after attempt {n}",
+            n + 1
+        );
+    }
+}
+
+/// A source's `Retry-After` is a not-before time for every later attempt on it, not only
+/// for the next attempt: with another source failing in between, the first is still not
+/// asked again before its `Retry-After` has passed.
+#[test]
+fn retry_after_holds_for_every_later_attempt_on_that_source() {
+    let (a, b) = (TestServer::start(), TestServer::start());
+    let dir = tempfile::tempdir().unwrap();
+    let urls = [a.url("/status/503?retry_after=2"), b.url("/status/503")];
+    let run = Harness::new(
+        &["--retries", "3", "--max-retry-wait", "2"],
+        vec![download("x", &urls, &dir.path().join("x"), b"x")],
+    );
+    let (seen, _) = run.finish();
+    assert!(
+        matches!(seen.last().unwrap(), Seen::Failed { attempts, .. } if attempts.len() == 4),
+        "{seen:?}"
+    );
+    let asked = requests_in_order(&[&a, &b]);
+    assert_eq!(asked.len(), 4, "{asked:?}");
+    assert_eq!(asked[0].1, 0, "{asked:?}");
+    // The third attempt (after a backoff of 0.5..1 s) goes to B, whose server set no time,
+    // rather than waiting for A.
+    assert_eq!((asked[1].1, asked[2].1), (1, 1), "{asked:?}");
+    let first = asked[0].0;
+    for (at, server, path) in &asked[1..] {
+        if *server == 0 {
+            assert!(
+                *at - first >= Duration::from_secs(2),
+                "{path} asked again {:?} after its Retry-After: 2",
+                *at - first
+            );
+        }
+    }
+}
+
 mod per_request;

@@ -1,8 +1,8 @@
-//! How long to wait before retrying a source that failed transiently.
+//! How long a download waits before a further attempt, once each of its sources was tried.
 //!
 //! Exponential backoff with jitter (so that many downloads failing together do not come back
-//! together), at least what the server asked for in `Retry-After`, and never more than
-//! `--max-retry-wait`. The wait is a timer in the event loop; nothing blocks.
+//! together), never more than `--max-retry-wait`; and the parsing of `Retry-After`. The wait
+//! is a timer in the event loop; nothing blocks.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,17 +10,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const BASE: Duration = Duration::from_millis(500);
 
 /// The wait before the retry that follows the `failures`-th transient failure (1-based).
-/// `retry_after` is the server's `Retry-After` header, if any.
-pub fn delay(failures: u32, retry_after: Option<&str>, max_wait: Duration) -> Duration {
+/// A server's `Retry-After` is not part of it: the engine keeps that as a not-before time
+/// of the source that sent it (see `engine::job::Job::not_before`).
+pub fn delay(failures: u32, max_wait: Duration) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     let backoff = BASE.saturating_mul(1 << exponent).min(max_wait);
     // Jitter: somewhere in [backoff/2, backoff].
-    let jittered = backoff / 2 + backoff.mul_f64(0.5 * jitter());
-    let asked = retry_after.and_then(parse_retry_after).unwrap_or_default();
-    jittered.max(asked).min(max_wait)
+    backoff / 2 + backoff.mul_f64(0.5 * jitter())
 }
 
-/// `Retry-After: 120` or `Retry-After: Fri, 31 Dec 1999 23:59:59 GMT` → how long from now.
+/// `Retry-After: 120` or `Retry-After: Fri, 31 Dec 1999 23:59:59 GMT` → how long from now
+/// (the engine caps it at `--max-retry-wait`).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
@@ -62,19 +62,17 @@ mod tests {
     fn backoff_grows_with_jitter_and_is_capped() {
         let max = Duration::from_secs(30);
         for _ in 0..100 {
-            let first = delay(1, None, max);
+            let first = delay(1, max);
             assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(500));
-            let fourth = delay(4, None, max);
+            let fourth = delay(4, max);
             assert!(fourth >= Duration::from_secs(2) && fourth <= Duration::from_secs(4));
-            assert!(delay(30, None, max) <= max);
+            assert!(delay(30, max) <= max);
         }
     }
 
     #[test]
-    fn retry_after_is_honoured_up_to_the_cap() {
-        let max = Duration::from_secs(30);
-        assert!(delay(1, Some("2"), max) >= Duration::from_secs(2));
-        assert_eq!(delay(1, Some("3600"), max), max);
+    fn retry_after_is_parsed_as_seconds_or_a_date() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
         assert_eq!(
             parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT"),
             Some(Duration::ZERO)
