@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::body::fs;
+
 /// A directory with more entries than this is not indexed: every `dest` in it is looked at
 /// on disk, as before.
 const MAX_NAMES: usize = 1 << 20;
@@ -65,7 +67,13 @@ fn index(dir: &Path) -> Option<HashSet<OsString>> {
     };
     let mut names = HashSet::new();
     for entry in entries {
-        names.insert(entry.ok()?.file_name());
+        let name = entry.ok()?.file_name();
+        // Reading a directory once is also when stale temporary files of a dead helper in it
+        // are removed (docs/design.md, "What a killed helper leaves").
+        if fs::remove_if_stale(dir, &name) {
+            continue;
+        }
+        names.insert(name);
         if names.len() > MAX_NAMES {
             return None;
         }

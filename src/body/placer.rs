@@ -153,8 +153,10 @@ impl Directory {
                 Err(e) => return Err(e),
             }
         }
-        let temp = fs::c_path(fs::temp_name(name))?;
-        let file = fs::create_new(dirfd, &temp)?;
+        let (temp, file) = fs::with_fresh_name(
+            || fs::c_path(fs::temp_name(name)),
+            |temp| fs::create_new(dirfd, temp),
+        )?;
         let written = fs::write_in_pieces(&mut &file, bytes)
             .and_then(|()| fs::renameat(dirfd, &temp, &c_name));
         if written.is_err() {

@@ -245,8 +245,10 @@ impl Temp {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
                 // No O_TMPFILE on this file system (or kernel): a named temporary file.
                 Err(_) => {
-                    let path = fs::temp_path(dest);
-                    let file = fs::create_new(fs::CWD, &fs::c_path(&path)?)?;
+                    let (path, file) = fs::with_fresh_name(
+                        || Ok(fs::temp_path(dest)),
+                        |path| fs::create_new(fs::CWD, &fs::c_path(path)?),
+                    )?;
                     Ok(Temp::Named { file, path })
                 }
             }
