@@ -95,8 +95,23 @@ pub fn hold(file: &File) {
 static STARTED: OnceLock<std::time::SystemTime> = OnceLock::new();
 
 /// Note the time this process started, once; later calls keep the first time.
+///
+/// The coarse clock, the one file timestamps come from: a file created after this call never
+/// has an earlier ctime (`SystemTime::now` is finer, and can be later than the ctime of a file
+/// created after it).
 pub fn note_start() -> std::time::SystemTime {
-    *STARTED.get_or_init(std::time::SystemTime::now)
+    *STARTED.get_or_init(|| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } != 0 {
+            return std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        }
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.max(0) as u32)
+    })
 }
 
 /// The pid in a temporary file name (`.NAME.<pid>.<random>.<n>.fetchmux-tmp`, or the older
@@ -131,7 +146,13 @@ pub fn remove_if_stale(dir: &Path, name: &OsStr) -> bool {
     }
     let started = note_start();
     let path = dir.join(name);
-    let Ok(file) = File::open(&path) else {
+    // Never blocks on a FIFO, never follows a symbolic link.
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&path)
+    else {
         return false;
     };
     let Ok(meta) = file.metadata() else {

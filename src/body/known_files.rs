@@ -11,6 +11,10 @@
 //! The trade-off, documented in docs/protocol.md: a file that another process puts into a
 //! directory after fetchmux first read it is not noticed as cached; it is downloaded again
 //! and replaced by verified bytes, which is what would happen without a digest anyway.
+//!
+//! Reading a directory's names is also when stale temporary files of a dead helper there are
+//! removed ([`fs::remove_if_stale`]): once per directory and run, before the first download
+//! into it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;

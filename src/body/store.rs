@@ -56,7 +56,7 @@ pub enum Store {
 pub enum Temp {
     /// Nameless until linked in as `dest`; closing it leaves nothing.
     Anonymous(File),
-    /// `.NAME.<pid>.<n>.fetchmux-tmp`, renamed onto `dest`.
+    /// `.NAME.<pid>.<random>.<n>.fetchmux-tmp`, renamed onto `dest`.
     Named { file: File, path: PathBuf },
 }
 
