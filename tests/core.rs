@@ -724,11 +724,17 @@ fn landed(event: &Value) -> bool {
 }
 
 /// `name` is a temporary file of the helper with process id `pid` for `dest` `slow`:
-/// `.slow.<pid>.<n>.fetchmux-tmp`.
+/// `.slow.<pid>.<random>.<n>.fetchmux-tmp` (or `.slow.<pid>.<n>.fetchmux-tmp` before the
+/// random part).
 fn is_temporary_file_of(name: &str, pid: u32) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let hex = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
     name.strip_prefix(&format!(".slow.{pid}."))
         .and_then(|rest| rest.strip_suffix(".fetchmux-tmp"))
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .is_some_and(|rest| match rest.split_once('.') {
+            Some((random, n)) => hex(random) && digits(n),
+            None => digits(rest),
+        })
 }
 
 /// The files in `dir` that process `pid` has open, as `/proc` names them (an anonymous file is
@@ -912,10 +918,11 @@ fn a_killed_helper_leaves_no_temporary_file_anonymous_file_300k() {
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }
 
-/// Today a killed helper leaves a large body's named temporary file behind: no process is
-/// alive to remove it. A later issue (cleaning up stale temporary files) will change this test.
+/// A killed helper leaves a large body's named temporary file behind: no process is alive to
+/// remove it. The next run that downloads into that directory removes it (docs/design.md,
+/// "What a killed helper leaves").
 #[test]
-fn a_killed_helper_leaves_its_named_temporary_file_2m() {
+fn a_killed_helpers_named_temporary_file_2m_is_removed_by_the_next_run() {
     let (dir, pid) = sigkill_mid_transfer(Receiving::NamedFile);
     let left = entries(dir.path());
     assert_eq!(left.len(), 1, "one temporary file left: {left:?}");
@@ -923,4 +930,119 @@ fn a_killed_helper_leaves_its_named_temporary_file_2m() {
         is_temporary_file_of(&left[0], pid),
         "only the killed helper's temporary file (pid {pid}) is left: {left:?}"
     );
+    let server = TestServer::start();
+    server.add_file("other", bytes(3, 1000));
+    let run = client::run(
+        &[],
+        &[download(
+            "other",
+            &server.url("/files/other"),
+            &dir.path().join("other"),
+        )],
+    );
+    assert_eq!(run.status, 0);
+    run.done("other");
+    assert_eq!(
+        entries(dir.path()),
+        ["other"],
+        "the stale temporary file removed"
+    );
+}
+
+/// Every run in a fresh PID namespace is process 1, so a helper SIGKILLed there left a
+/// temporary file named like the one the next run's first large body gets. The next run's
+/// download of the same `dest` is done anyway (a random part in every name, and a retry on an
+/// existing name), and the stale file is removed. Skipped where `unshare` cannot be used.
+#[test]
+fn a_rerun_in_a_fresh_pid_namespace_is_not_hurt_by_a_killed_runs_temporary_file() {
+    let (server, dir, request) = stalled_download(Receiving::NamedFile);
+    let Some(mut helper) = Helper::spawn_in_pid_namespace(&[]) else {
+        eprintln!("SKIPPED: unshare --pid --fork does not work here");
+        return;
+    };
+    helper.send(&request);
+    helper.wait_for("progress with bytes received", landed);
+    let left = entries(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(is_temporary_file_of(&left[0], 1), "pid 1: {left:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &helper.pid().to_string()])
+        .status()
+        .unwrap();
+    let run = helper.collect();
+    assert_eq!(run.status, 128 + 9);
+    assert_eq!(entries(dir.path()), left, "the temporary file is left");
+
+    let body = bytes(9, Receiving::NamedFile.body_len());
+    let mut helper = Helper::spawn_in_pid_namespace(&[]).unwrap();
+    helper.send(&download(
+        "slow",
+        &server.url("/files/slow"),
+        &dir.path().join("slow"),
+    ));
+    let run = helper.finish();
+    assert_eq!(run.status, 0, "{:?}", run.events);
+    run.done("slow");
+    assert_eq!(std::fs::read(dir.path().join("slow")).unwrap(), body);
+    assert_eq!(
+        entries(dir.path()),
+        ["slow"],
+        "the stale temporary file removed"
+    );
+}
+
+/// Stale temporary files (of a dead process, held by nobody) are removed from a directory a
+/// later run downloads into; a live helper's (its pid running, or a `flock` held on it) and
+/// resumable partials are kept.
+#[test]
+fn stale_temporary_files_are_removed_live_ones_and_partials_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let stale = [
+        format!(".a.{dead_pid}.0123456789abcdef.0.fetchmux-tmp"),
+        format!(".b.{dead_pid}.7.fetchmux-tmp"),
+    ];
+    for name in &stale {
+        std::fs::write(dir.path().join(name), b"stale").unwrap();
+    }
+    // A live helper's file: its pid (this test's) is running.
+    let live_pid = format!(".c.{}.fedcba9876543210.0.fetchmux-tmp", std::process::id());
+    std::fs::write(dir.path().join(&live_pid), b"live").unwrap();
+    // A live helper in another PID namespace: its pid means nothing here, but it holds a lock.
+    let locked = format!(".d.{dead_pid}.00000000000000ff.1.fetchmux-tmp");
+    let mut holder = std::process::Command::new("flock")
+        .arg(dir.path().join(&locked))
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let partials = [".e.fetchmux-partial", ".e.fetchmux-partial.meta"];
+    for name in partials {
+        std::fs::write(dir.path().join(name), b"partial").unwrap();
+    }
+    let started = std::time::Instant::now();
+    while !dir.path().join(&locked).exists() {
+        assert!(started.elapsed() < Duration::from_secs(10), "flock started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100)); // the lock is taken; all are older than the run
+    let server = TestServer::start();
+    server.add_file("f", bytes(4, 1000));
+    let run = client::run(
+        &[],
+        &[download(
+            "f",
+            &server.url("/files/f"),
+            &dir.path().join("f"),
+        )],
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(run.status, 0);
+    run.done("f");
+    let mut expected = vec!["f".to_string(), live_pid, locked];
+    expected.extend(partials.map(String::from));
+    expected.sort();
+    assert_eq!(entries(dir.path()), expected);
 }

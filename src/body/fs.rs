@@ -9,6 +9,7 @@
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -41,17 +42,144 @@ pub const TEMP_SUFFIX: &str = ".fetchmux-tmp";
 /// Distinguishes the temporary files of one process, whichever thread names them.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// `.NAME.<pid>.<n>.fetchmux-tmp` for a file called `NAME`: hidden, unique in this process
-/// (and across processes, by the pid), and recognisably ours.
+/// How many fresh names a temporary file is tried under before an existing name (`EEXIST`)
+/// is reported: with a random part each, a second try is already all but never needed.
+pub const TEMP_TRIES: usize = 8;
+
+/// `.NAME.<pid>.<random>.<n>.fetchmux-tmp` for a file called `NAME`: hidden, recognisably
+/// ours, and unique: `<n>` counts this process's names, and `<random>` (16 hex digits,
+/// from std's per-process randomly keyed hasher) tells apart processes that had the same
+/// pid, as every run in a fresh PID namespace has.
 pub fn temp_name(name: &OsStr) -> OsString {
     static PID: OnceLock<u32> = OnceLock::new();
+    static KEYS: OnceLock<std::hash::RandomState> = OnceLock::new();
     let pid = *PID.get_or_init(std::process::id);
     let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut temp = OsString::with_capacity(name.len() + 40);
+    let random = KEYS
+        .get_or_init(std::hash::RandomState::new)
+        .hash_one((pid, seq));
+    let mut temp = OsString::with_capacity(name.len() + 56);
     temp.push(".");
     temp.push(name);
-    temp.push(format!(".{pid}.{seq}{TEMP_SUFFIX}"));
+    temp.push(format!(".{pid}.{random:016x}.{seq}{TEMP_SUFFIX}"));
     temp
+}
+
+/// Try `attempt` under names from `next` until it does not fail with `AlreadyExists`, at
+/// most [`TEMP_TRIES`] times: a name left by a killed process is never fatal.
+pub fn with_fresh_name<N, T>(
+    mut next: impl FnMut() -> std::io::Result<N>,
+    mut attempt: impl FnMut(&N) -> std::io::Result<T>,
+) -> std::io::Result<(N, T)> {
+    let mut tries = 0;
+    loop {
+        let name = next()?;
+        match attempt(&name) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries + 1 < TEMP_TRIES => {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+            Ok(value) => return Ok((name, value)),
+        }
+    }
+}
+
+/// Mark `file` as a live temporary file of this process: an exclusive `flock`, held until
+/// the process closes it or dies, which [`remove_if_stale`] of any other process respects.
+pub fn hold(file: &File) {
+    // SAFETY: a valid descriptor; the outcome only decides what a later cleaner may do.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+}
+
+/// When this process started (as far as cleaning is concerned): set by the engine at start.
+static STARTED: OnceLock<std::time::SystemTime> = OnceLock::new();
+
+/// Note the time this process started, once; later calls keep the first time.
+///
+/// The coarse clock, the one file timestamps come from: a file created after this call never
+/// has an earlier ctime (`SystemTime::now` is finer, and can be later than the ctime of a file
+/// created after it).
+pub fn note_start() -> std::time::SystemTime {
+    *STARTED.get_or_init(|| {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } != 0 {
+            return std::time::SystemTime::now() - std::time::Duration::from_secs(1);
+        }
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.max(0) as u32)
+    })
+}
+
+/// The pid in a temporary file name (`.NAME.<pid>.<random>.<n>.fetchmux-tmp`, or the older
+/// `.NAME.<pid>.<n>.fetchmux-tmp`).
+fn temp_pid(name: &OsStr) -> Option<u32> {
+    let name = name.to_str()?.strip_suffix(TEMP_SUFFIX)?;
+    let mut parts = name.rsplit('.');
+    parts.next()?.parse::<u64>().ok()?;
+    let field = parts.next()?;
+    if field.len() == 16 && field.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if let Some(pid) = parts.clone().next().and_then(|p| p.parse().ok()) {
+            return Some(pid);
+        }
+    }
+    field.parse().ok()
+}
+
+/// Remove the temporary file `name` in `dir` if it is stale, that is all of:
+/// - it ends in `.fetchmux-tmp` (partials, `.fetchmux-partial`, are never touched);
+/// - its status changed (ctime, which `utimes` cannot set back) before this process started,
+///   so it is no file a sibling has just created and not yet locked;
+/// - no process holds a `flock` on it (every fetchmux holds one on each temporary file it
+///   names, from creation until it closes it; the kernel drops it when the process dies,
+///   SIGKILL included, in any PID namespace);
+/// - the pid in its name is not a running process here, or is this process (a file older
+///   than this process cannot be its own): a fetchmux too old to lock is left alone.
+///
+/// Returns whether it was removed.
+pub fn remove_if_stale(dir: &Path, name: &OsStr) -> bool {
+    if !name.as_bytes().ends_with(TEMP_SUFFIX.as_bytes()) {
+        return false;
+    }
+    let started = note_start();
+    let path = dir.join(name);
+    // Never blocks on a FIFO, never follows a symbolic link.
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&path)
+    else {
+        return false;
+    };
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(meta.ctime().max(0) as u64, meta.ctime_nsec().max(0) as u32);
+    if !meta.is_file() || changed >= started {
+        return false;
+    }
+    if let Some(pid) = temp_pid(name) {
+        if pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists() {
+            return false;
+        }
+    }
+    // SAFETY: a valid descriptor.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    // Still the same file under that name (not renamed into place meanwhile)?
+    match std::fs::symlink_metadata(&path) {
+        Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => {
+            std::fs::remove_file(&path).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// [`temp_name`] beside `dest`, in the same directory.
@@ -132,9 +260,15 @@ pub fn open_anonymous(dirfd: RawFd, dir: &CStr) -> std::io::Result<File> {
     openat(dirfd, dir, libc::O_TMPFILE | libc::O_WRONLY).map(File::from)
 }
 
-/// A new named file, write-only; fails if `name` exists.
+/// A new named temporary file, write-only and [`hold`]: fails if `name` exists.
 pub fn create_new(dirfd: RawFd, name: &CStr) -> std::io::Result<File> {
-    openat(dirfd, name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY).map(File::from)
+    let file = File::from(openat(
+        dirfd,
+        name,
+        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+    )?);
+    hold(&file);
+    Ok(file)
 }
 
 /// `renameat(2)` within one directory.
@@ -160,12 +294,12 @@ pub fn link_in(
     file: &File,
     dirfd: RawFd,
     name: &CStr,
-    temp: impl FnOnce() -> std::io::Result<CString>,
+    temp: impl FnMut() -> std::io::Result<CString>,
 ) -> std::io::Result<()> {
     match link(file, dirfd, name) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let temp = temp()?;
-            link(file, dirfd, &temp)?;
+            hold(file);
+            let (temp, ()) = with_fresh_name(temp, |temp| link(file, dirfd, temp))?;
             renameat(dirfd, &temp, name).inspect_err(|_| unlinkat(dirfd, &temp))
         }
         other => other,
@@ -264,5 +398,64 @@ mod tests {
         }
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "only dest");
+    }
+
+    #[test]
+    fn names_have_a_random_part_and_a_taken_name_is_tried_again_under_a_new_one() {
+        let name = temp_name(OsStr::new("f"));
+        let name = name.to_str().unwrap();
+        let fields: Vec<&str> = name.split('.').collect();
+        // "", "f", pid, random, n, "fetchmux-tmp"
+        assert_eq!(fields.len(), 6, "{name}");
+        assert_eq!(fields[2], std::process::id().to_string());
+        assert!(fields[3].len() == 16 && fields[3].bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(temp_pid(OsStr::new(name)), Some(std::process::id()));
+        assert_eq!(temp_pid(OsStr::new(".f.77.3.fetchmux-tmp")), Some(77));
+
+        // Names a killed process left: exactly the next names tried.
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<PathBuf> = (0..3).map(|_| temp_path(&dir.path().join("f"))).collect();
+        for taken in &names[..2] {
+            std::fs::write(taken, b"stale").unwrap();
+        }
+        let mut next = names.iter().cloned();
+        let (path, mut file) = with_fresh_name(
+            || Ok(next.next().unwrap()),
+            |path| create_new(CWD, &c_path(path)?),
+        )
+        .unwrap();
+        assert_eq!(path, names[2]);
+        file.write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(&names[0]).unwrap(), b"stale");
+
+        // Bounded: a name that is always taken is reported after TEMP_TRIES names.
+        let mut tried = 0;
+        let err = with_fresh_name(
+            || {
+                tried += 1;
+                Ok(names[0].clone())
+            },
+            |path| create_new(CWD, &c_path(path)?),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(tried, TEMP_TRIES);
+    }
+
+    #[test]
+    fn only_unlocked_temporary_files_older_than_this_process_are_stale() {
+        note_start();
+        let dir = tempfile::tempdir().unwrap();
+        // The pid of no process (pid_max is at most 2^22).
+        let dead = ".a.99999999.0123456789abcdef.0.fetchmux-tmp";
+        std::fs::write(dir.path().join(dead), b"x").unwrap();
+        // Created after this process started: not stale, whoever made it.
+        assert!(!remove_if_stale(dir.path(), OsStr::new(dead)));
+        // A partial is never a temporary file.
+        assert!(!remove_if_stale(
+            dir.path(),
+            OsStr::new(".a.fetchmux-partial")
+        ));
+        assert!(dir.path().join(dead).exists());
     }
 }

@@ -11,10 +11,16 @@
 //! The trade-off, documented in docs/protocol.md: a file that another process puts into a
 //! directory after fetchmux first read it is not noticed as cached; it is downloaded again
 //! and replaced by verified bytes, which is what would happen without a digest anyway.
+//!
+//! Reading a directory's names is also when stale temporary files of a dead helper there are
+//! removed ([`fs::remove_if_stale`]): once per directory and run, before the first download
+//! into it.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+use crate::body::fs;
 
 /// A directory with more entries than this is not indexed: every `dest` in it is looked at
 /// on disk, as before.
@@ -78,7 +84,13 @@ fn index(dir: &Path) -> Option<HashSet<OsString>> {
     };
     let mut names = HashSet::new();
     for entry in entries {
-        names.insert(entry.ok()?.file_name());
+        let name = entry.ok()?.file_name();
+        // Reading a directory once is also when stale temporary files of a dead helper in it
+        // are removed (docs/design.md, "What a killed helper leaves").
+        if fs::remove_if_stale(dir, &name) {
+            continue;
+        }
+        names.insert(name);
         if names.len() > MAX_NAMES {
             return None;
         }

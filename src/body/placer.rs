@@ -15,6 +15,7 @@
 //! so a run of files into one directory does not walk its path again for every file.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -183,15 +184,17 @@ impl Directory {
                 Err(e) => return Err(failed("creating a temporary file for")(e)),
             }
         }
-        let temp_name = fs::temp_name(name);
+        let (temp, file) = fs::with_fresh_name(
+            || fs::c_path(fs::temp_name(name)),
+            |temp| fs::create_new(dirfd, temp),
+        )
+        .map_err(failed("creating a temporary file for"))?;
         // Only on failure: the temporary file's path, for the message.
         let on_temp = |doing, error| Failed {
             doing,
-            path: Some(dest.with_file_name(&temp_name)),
+            path: Some(dest.with_file_name(std::ffi::OsStr::from_bytes(temp.to_bytes()))),
             error,
         };
-        let temp = fs::c_path(&temp_name).map_err(|e| on_temp("creating", e))?;
-        let file = fs::create_new(dirfd, &temp).map_err(|e| on_temp("creating", e))?;
         let written = fs::write_in_pieces(&mut &file, bytes).map_err(|e| on_temp("writing", e));
         let placed =
             written.and_then(|()| fs::renameat(dirfd, &temp, &c_name).map_err(failed("placing")));

@@ -56,7 +56,7 @@ pub enum Store {
 pub enum Temp {
     /// Nameless until linked in as `dest`; closing it leaves nothing.
     Anonymous(File),
-    /// `.NAME.<pid>.<n>.fetchmux-tmp`, renamed onto `dest`.
+    /// `.NAME.<pid>.<random>.<n>.fetchmux-tmp`, renamed onto `dest`.
     Named { file: File, path: PathBuf },
 }
 
@@ -241,8 +241,10 @@ impl Temp {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
                 // No O_TMPFILE on this file system (or kernel): a named temporary file.
                 Err(_) => {
-                    let path = fs::temp_path(dest);
-                    let file = fs::create_new(fs::CWD, &fs::c_path(&path)?)?;
+                    let (path, file) = fs::with_fresh_name(
+                        || Ok(fs::temp_path(dest)),
+                        |path| fs::create_new(fs::CWD, &fs::c_path(path)?),
+                    )?;
                     Ok(Temp::Named { file, path })
                 }
             }

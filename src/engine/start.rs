@@ -88,7 +88,11 @@ impl Engine {
             spare_buffers: Vec::new(),
             http1_slots: HashSet::new(),
             alpn_learned: channel(),
-            known_files: KnownFiles::default(),
+            known_files: {
+                // Temporary files older than this are candidates for cleaning.
+                crate::body::fs::note_start();
+                KnownFiles::default()
+            },
             streams_per_connection: max_streams,
             poll,
         })

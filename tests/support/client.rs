@@ -105,10 +105,34 @@ impl Helper {
 
     /// Start `fetchmux ARGS` with the given stdin and these environment variables added.
     pub fn spawn_env(args: &[&str], stdin: Stdio, env: &[(&str, &Path)]) -> Helper {
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command.args(args).envs(env.iter().copied()).stdin(stdin);
+        Helper::spawn_command(command)
+    }
+
+    /// Start `fetchmux ARGS` as process 1 of a fresh PID namespace, under
+    /// `unshare --pid --fork --kill-child` (root only): killing [`Helper::pid`], the `unshare`,
+    /// SIGKILLs the helper. `None` where namespaces cannot be made here.
+    pub fn spawn_in_pid_namespace(args: &[&str]) -> Option<Helper> {
+        let works = Command::new("unshare")
+            .args(["--pid", "--fork", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !works {
+            return None;
+        }
+        let mut command = Command::new("unshare");
+        command
+            .args(["--pid", "--fork", "--kill-child"])
+            .arg(binary())
             .args(args)
-            .envs(env.iter().copied())
-            .stdin(stdin)
+            .stdin(Stdio::piped());
+        Some(Helper::spawn_command(command))
+    }
+
+    fn spawn_command(mut command: Command) -> Helper {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
