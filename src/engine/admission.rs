@@ -6,6 +6,7 @@
 //! their budgets, checks once whether `dest` already holds the file, and hands the attempt
 //! to curl.
 
+use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
 use crate::api::{Event, Outcome, Source};
@@ -83,15 +84,15 @@ impl Engine {
                 let scheduler = &self.scheduler;
                 let load = |base: &str| scheduler.load(&mirror_slot(base));
                 // Mirrors still within their Retry-After only when no other is left.
-                let mut waiting = job.waiting_at(ready_at).peekable();
-                let ready = waiting.peek().is_some().then(|| {
-                    let mut ruled_out = job.excluded.clone();
-                    ruled_out.extend(waiting.cloned());
-                    self.mirrors.choose(set, &job.tried, &ruled_out, load)
-                });
-                ready
-                    .flatten()
-                    .or_else(|| self.mirrors.choose(set, &job.tried, &job.excluded, load))
+                let ruled_out = job.ruled_out_at(ready_at);
+                let waiting = matches!(ruled_out, Cow::Owned(_));
+                self.mirrors
+                    .choose(set, &job.tried, &ruled_out, load)
+                    .or_else(|| {
+                        waiting
+                            .then(|| self.mirrors.choose(set, &job.tried, &job.excluded, load))
+                            .flatten()
+                    })
             }
         };
         let Some(base) = base else {
@@ -121,8 +122,7 @@ impl Engine {
             debug_assert_eq!(job.seq, ticket.seq, "a cancelled ticket was admitted");
             if let Source::Mirror { set, .. } = &job.request.source {
                 // A mirror within its Retry-After is no better.
-                let mut ruled_out = job.excluded.clone();
-                ruled_out.extend(job.waiting_at(Instant::now()).cloned());
+                let ruled_out = job.ruled_out_at(Instant::now());
                 let better = self
                     .mirrors
                     .better_than(set, &job.origin, &job.tried, &ruled_out);

@@ -1,6 +1,7 @@
 //! A download's history across attempts: the request, the source of its next attempt, the
 //! sources tried and ruled out, and every failed attempt.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::api::{Attempt, Download};
@@ -66,12 +67,22 @@ impl Job {
         }
     }
 
-    /// Origins that may not be asked before `at`.
-    pub fn waiting_at(&self, at: Instant) -> impl Iterator<Item = &String> {
-        self.not_before
+    /// The sources not to choose for an attempt starting at `at`: those ruled out, and those
+    /// whose server's `Retry-After` has not passed by then. Borrowed (no copy) unless a
+    /// server set such a time.
+    pub fn ruled_out_at(&self, at: Instant) -> Cow<'_, [String]> {
+        let mut waiting = self
+            .not_before
             .iter()
             .filter(move |(_, until)| *until > at)
             .map(|(origin, _)| origin)
+            .peekable();
+        if waiting.peek().is_none() {
+            return Cow::Borrowed(&self.excluded);
+        }
+        let mut ruled_out = self.excluded.clone();
+        ruled_out.extend(waiting.cloned());
+        Cow::Owned(ruled_out)
     }
 
     /// Record a failed attempt at the current URL.
