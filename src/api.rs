@@ -432,6 +432,15 @@ pub enum Event<'a> {
         error: &'a FetchError,
         attempts: &'a [Attempt],
     },
+    /// A mirror kept failing on its own and is not chosen again for `for_` (see
+    /// `policy::mirrors`); `url` is its base URL.
+    MirrorAside {
+        url: &'a str,
+        failures: u32,
+        for_: Duration,
+    },
+    /// A mirror put aside is chosen again, on probation.
+    MirrorBack { url: &'a str },
     /// A submission was not accepted (invalid, a duplicate id, an unknown mirror set or id).
     Refused {
         ticket: Ticket,

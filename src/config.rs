@@ -60,6 +60,11 @@ pub struct Options {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_mirror: u32,
 
+    /// Seconds a mirror that failed 5 times in a row on its own is put aside the first time;
+    /// each later time doubles it, up to 15 minutes. Then it is tried again.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub put_aside_for: u64,
+
     /// Transfers sharing one HTTP/2 connection (libcurl also keeps to the server's own
     /// limit).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]

@@ -979,3 +979,138 @@ fn two_failing_mirrors_alternate_with_backoff() {
         );
     }
 }
+
+#[test]
+fn a_mirror_put_aside_is_announced_and_announced_again_when_it_comes_back() {
+    let server = TestServer::start();
+    let body = bytes(41, 5_000);
+    server.add_file("x.bin", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    // The only mirror fails its first 5 requests, then serves.
+    let base = server.url("/flaky/5/");
+    let mut helper = Helper::spawn(&[
+        "--retries",
+        "0",
+        "--max-per-mirror",
+        "1",
+        "--put-aside-for",
+        "1",
+    ]);
+    helper.send(&mirrors("s", std::slice::from_ref(&base)));
+    for i in 0..5 {
+        let dest = dir.path().join(format!("d{i}"));
+        helper.send(&from_mirror(&format!("d{i}"), "s", "x.bin", &dest, &body));
+    }
+    let aside = helper.wait_for("mirror aside", |e| e["event"] == "mirror");
+    assert_eq!(aside["state"], "aside", "{aside}");
+    assert_eq!(aside["url"], base.as_str());
+    assert_eq!(aside["failures"], 5);
+    assert_eq!(aside["back_in_ms"], 1000);
+    // While it is aside, a download of the set has nowhere to go.
+    helper.send(&from_mirror(
+        "early",
+        "s",
+        "x.bin",
+        &dir.path().join("early"),
+        &body,
+    ));
+    let ended = |id: &'static str| {
+        move |e: &Value| e["id"] == id && (e["event"] == "done" || e["event"] == "failed")
+    };
+    let early = helper.wait_for("early's end", ended("early"));
+    assert_eq!(early["event"], "failed", "{early}");
+    assert!(early["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("put aside"));
+
+    let back = helper.wait_for("mirror back", |e| e["event"] == "mirror");
+    assert_eq!(back["state"], "back", "{back}");
+    assert_eq!(back["url"], base.as_str());
+    helper.send(&from_mirror(
+        "late",
+        "s",
+        "x.bin",
+        &dir.path().join("late"),
+        &body,
+    ));
+    let late = helper.wait_for("late's end", ended("late"));
+    assert_eq!(late["event"], "done", "{late}");
+    assert_eq!(std::fs::read(dir.path().join("late")).unwrap(), body);
+
+    let run = helper.finish();
+    for i in 0..5 {
+        assert_eq!(run.failed_kind(&format!("d{i}")), "http_status");
+    }
+    assert_eq!(run.of("mirror").len(), 2, "{:?}", run.of("mirror"));
+}
+
+#[test]
+fn done_lists_the_attempts_that_failed_before_it() {
+    let server = TestServer::start();
+    let body = bytes(42, 3_000);
+    server.add_file("y.bin", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let broken = server.url("/status/503");
+    let good = server.url("/files/y.bin");
+    let run = client::run(
+        &[],
+        &[
+            json!({"op": "download", "id": "y", "urls": [broken, good],
+                   "dest": dir.path().join("y"), "hashes": {"sha256": sha256_hex(&body)}}),
+            download("z", &server.url("/files/y.bin"), &dir.path().join("z")),
+        ],
+    );
+    let y = run.done("y");
+    assert_eq!(y["attempts"], 2);
+    let failures = y["failures"].as_array().expect("failures listed");
+    assert_eq!(failures.len(), 1, "{y}");
+    assert_eq!(failures[0]["url"], broken.as_str());
+    assert_eq!(failures[0]["error"]["kind"], "http_status");
+    assert_eq!(failures[0]["error"]["status"], 503);
+    // A first attempt that succeeds has nothing to list.
+    assert!(run.done("z").get("failures").is_none(), "{}", run.done("z"));
+}
+
+#[test]
+fn a_mirror_limit_above_max_per_host_is_lowered_to_it_and_said() {
+    let server = TestServer::start();
+    let body = bytes(43, 2_000);
+    server.add_file("w.bin", body.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "{}\n",
+        json!({"op": "mirrors", "set": "s", "urls": [server.url("/delay/300/")],
+               "max_per_mirror": 6})
+    );
+    for i in 0..6 {
+        let dest = dir.path().join(format!("w{i}"));
+        let request = from_mirror(&format!("w{i}"), "s", "w.bin", &dest, &body);
+        text.push_str(&format!("{request}\n"));
+    }
+    let mut child = std::process::Command::new(client::binary())
+        .args(["--max-per-host", "2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stdout.matches(r#""event":"done""#).count(), 6, "{stdout}");
+    assert!(
+        server.peak_connections() <= 2,
+        "{}",
+        server.peak_connections()
+    );
+    assert!(
+        stderr.contains("max_per_mirror 6 is above --max-per-host 2; using 2"),
+        "{stderr}"
+    );
+}

@@ -103,6 +103,9 @@ impl Engine {
     }
 
     pub(super) fn requeue_due_retries(&mut self) {
+        for url in self.mirrors.bring_back(Instant::now()) {
+            self.report.emit(&Event::MirrorBack { url: &url });
+        }
         if self.retry_wake.is_none_or(|at| at > Instant::now()) {
             return;
         }

@@ -18,7 +18,7 @@ use crate::net::handle;
 use crate::net::response::ResponseHead;
 use crate::net::url::host_key;
 use crate::net::verdict::{judge, Verdict};
-use crate::policy::mirrors::Mirrors;
+use crate::policy::mirrors::{Change, Mirrors};
 use crate::policy::retry;
 
 /// Buffers kept for reuse, at most (each under 128 KiB).
@@ -328,12 +328,23 @@ impl Engine {
         let job = &mut self.downloads[key].job;
         if let Source::Mirror { .. } = job.request.source {
             let others_running = self.scheduler.busy(&job.slot);
-            if self
-                .mirrors
-                .record_failure(&job.origin, disposition, others_running)
-            {
-                let limit = self.mirrors.limit(&job.origin);
-                self.scheduler.set_limit(&job.slot, limit);
+            let change = self.mirrors.record_failure(
+                &job.origin,
+                disposition,
+                others_running,
+                Instant::now(),
+            );
+            match change {
+                Change::None => {}
+                Change::LimitLowered => {
+                    let limit = self.mirrors.limit(&job.origin);
+                    self.scheduler.set_limit(&job.slot, limit);
+                }
+                Change::PutAside { failures, for_ } => self.report.emit(&Event::MirrorAside {
+                    url: &job.origin,
+                    failures,
+                    for_,
+                }),
             }
         }
         job.record(error.clone());

@@ -250,6 +250,7 @@ impl Engine {
             self.progress.next_due(),
             self.retry_wake,
             self.front_wake,
+            self.mirrors.next_return(),
         ]
         .into_iter()
         .flatten()

@@ -49,8 +49,21 @@ impl Engine {
         }
         match request {
             Request::Download(download) => self.accept_download(ticket, *download),
-            Request::Mirrors(set) => {
-                let default = self.options.max_per_mirror as usize;
+            Request::Mirrors(mut set) => {
+                // A mirror's connections are also under libcurl's per-host cap: a limit
+                // above it would leave the extra transfers waiting inside libcurl, where
+                // no other mirror can take them. The smaller limit wins, and says so.
+                let per_host = self.options.max_per_host as usize;
+                if set.max_per_mirror.is_some_and(|max| max > per_host) {
+                    eprintln!(
+                        "fetchmux: mirror set {}: max_per_mirror {} is above --max-per-host \
+                         {per_host}; using {per_host}",
+                        set.set,
+                        set.max_per_mirror.unwrap_or_default(),
+                    );
+                    set.max_per_mirror = Some(per_host);
+                }
+                let default = (self.options.max_per_mirror as usize).min(per_host);
                 self.mirrors.declare(set, default);
             }
             Request::Cancel { id } => self.cancel(ticket, &id),

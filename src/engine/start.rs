@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use curl::multi::Multi;
 use mio::{Interest, Poll, Waker};
@@ -58,7 +58,7 @@ impl Engine {
         let report = Report::new(front, waker, poll.registry(), STDOUT);
         Ok(Engine {
             scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
-            mirrors: Mirrors::default(),
+            mirrors: Mirrors::new(Duration::from_secs(options.put_aside_for)),
             options,
             curl_io,
             multi,

@@ -104,7 +104,7 @@ impl Front for Recorder {
                 id: id.to_string(),
                 attempt: *attempt,
             },
-            Event::Progress { .. } => return,
+            Event::Progress { .. } | Event::MirrorAside { .. } | Event::MirrorBack { .. } => return,
             Event::Done {
                 id,
                 outcome,

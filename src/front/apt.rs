@@ -105,7 +105,8 @@ impl Front for Apt {
         match *event {
             // An attempt that began may yet fail, or be an IMS hit: apt takes a Start as
             // "Get:", so the Start waits for the first bytes of the body.
-            Event::Started { .. } => {}
+            // Neither protocol has a word for these.
+            Event::Started { .. } | Event::MirrorAside { .. } | Event::MirrorBack { .. } => {}
             Event::Progress { id, total, .. } => self.on_progress(id, total, io),
             Event::Done {
                 id, ref outcome, ..

@@ -124,6 +124,28 @@ impl Front for JsonLines {
                 };
                 write_line(out, &failed);
             }
+            Event::MirrorAside {
+                url,
+                failures,
+                for_,
+            } => write_line(
+                out,
+                &Wire::Mirror {
+                    url: redacted(url),
+                    state: "aside",
+                    failures: Some(failures),
+                    back_in_ms: Some(for_.as_millis() as u64),
+                },
+            ),
+            Event::MirrorBack { url } => write_line(
+                out,
+                &Wire::Mirror {
+                    url: redacted(url),
+                    state: "back",
+                    failures: None,
+                    back_in_ms: None,
+                },
+            ),
             Event::Refused { ticket, id, error } => self.invalid(ticket, id, error, io),
         }
     }
@@ -192,6 +214,7 @@ fn done<'a>(
         status,
         // The attempt that succeeded counts too, unless nothing was fetched.
         attempts: attempts.len() as u32 + u32::from(!cached),
+        failures: (!attempts.is_empty()).then_some(AttemptsBody(attempts)),
         elapsed_ms: elapsed.as_millis() as u64,
         cached,
         not_modified: matches!(outcome, Outcome::NotModified { .. }),
@@ -412,7 +435,7 @@ impl From<&FetchError> for ErrorBody {
     }
 }
 
-/// `failed.attempts`: `[{url, error}]`.
+/// `failed.attempts` and `done.failures`: `[{url, error}]`.
 struct AttemptsBody<'a>(&'a [Attempt]);
 
 impl Serialize for AttemptsBody<'_> {
@@ -480,6 +503,9 @@ enum Wire<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         status: Option<u32>,
         attempts: u32,
+        /// The attempts that failed before the one that succeeded.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failures: Option<AttemptsBody<'a>>,
         elapsed_ms: u64,
         cached: bool,
         not_modified: bool,
@@ -492,6 +518,15 @@ enum Wire<'a> {
         id: &'a str,
         error: ErrorBody,
         attempts: AttemptsBody<'a>,
+    },
+    /// A mirror put aside (`aside`) or chosen again (`back`).
+    Mirror {
+        url: Cow<'a, str>,
+        state: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failures: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        back_in_ms: Option<u64>,
     },
     Invalid {
         line: u64,

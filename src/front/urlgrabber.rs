@@ -94,7 +94,8 @@ impl Front for UrlGrabber {
 
     fn event(&mut self, event: &Event<'_>, io: &mut Io<'_>) {
         match *event {
-            Event::Started { .. } => {}
+            // Neither protocol has a word for these.
+            Event::Started { .. } | Event::MirrorAside { .. } | Event::MirrorBack { .. } => {}
             Event::Progress { id, bytes, .. } => self.progress(id, bytes, io.stdout()),
             Event::Done {
                 id,

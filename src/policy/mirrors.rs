@@ -3,20 +3,38 @@
 //! A download names a set and a path; for each attempt the engine asks [`Mirrors::choose`]
 //! for a base URL. The choice prefers, in order: a mirror this download has not tried yet,
 //! a mirror without recent failures, the least loaded mirror (relative to its own limit),
-//! and the faster mirror. A mirror that keeps failing on its own is put aside for the rest
-//! of the run; a mirror that fails only while busy with other transfers of ours is given
-//! fewer parallel transfers instead. Health is keyed by base URL, so it survives a set
-//! being declared again.
+//! and the faster mirror. A mirror that keeps failing on its own is put aside for a while
+//! (`--put-aside-for`, a minute by default, doubling each time it is put aside again, at
+//! most a quarter of an hour or the first time if longer; a
+//! long-running helper must not lose a mirror for good to a short outage) and then comes
+//! back on probation: one more failure puts it aside again. A mirror that fails only while
+//! busy with other transfers of ours is given fewer parallel transfers instead. Health is
+//! keyed by base URL, so it survives a set being declared again.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::MirrorSet;
 use crate::error::Disposition;
 use crate::net::url::redacted;
 
 /// Consecutive failures (on an otherwise idle mirror) after which a mirror is put aside.
-pub const BAN_AFTER: u32 = 5;
+pub const PUT_ASIDE_AFTER: u32 = 5;
+/// How long a mirror is put aside at most (unless the first time is already longer).
+pub const LONGEST_ASIDE: Duration = Duration::from_secs(15 * 60);
+
+/// What a failure changed about a mirror, for the engine to act on and tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    None,
+    /// It failed while busy: fewer transfers at once now.
+    LimitLowered,
+    /// It keeps failing on its own: not chosen again for `for_`.
+    PutAside {
+        failures: u32,
+        for_: Duration,
+    },
+}
 
 /// What we know of one mirror.
 #[derive(Debug)]
@@ -27,7 +45,10 @@ pub(crate) struct Health {
     pub limit: usize,
     /// The limit the set declared.
     pub max: usize,
-    pub banned: bool,
+    /// Put aside until then (see the module doc).
+    pub aside_until: Option<Instant>,
+    /// How often it has been put aside this run (the next time lasts longer).
+    times_aside: u32,
     /// Successes since the limit last changed (it grows back slowly).
     successes_at_limit: usize,
     bytes: u64,
@@ -40,7 +61,8 @@ impl Health {
             consecutive_failures: 0,
             limit: max,
             max,
-            banned: false,
+            aside_until: None,
+            times_aside: 0,
             successes_at_limit: 0,
             bytes: 0,
             busy: Duration::ZERO,
@@ -59,13 +81,26 @@ impl Health {
 }
 
 /// Every declared set and every mirror's health.
-#[derive(Default)]
 pub(crate) struct Mirrors {
+    /// How long a mirror is put aside the first time; each later time doubles it, up to
+    /// [`LONGEST_ASIDE`].
+    first_aside: Duration,
     sets: HashMap<String, Vec<String>>,
     health: HashMap<String, Health>,
+    /// The earliest time a mirror put aside comes back.
+    next_return: Option<Instant>,
 }
 
 impl Mirrors {
+    pub fn new(first_aside: Duration) -> Mirrors {
+        Mirrors {
+            first_aside,
+            sets: HashMap::new(),
+            health: HashMap::new(),
+            next_return: None,
+        }
+    }
+
     /// Declare (or replace) a set. `default_max` applies when the set gives no
     /// `max_per_mirror`.
     pub fn declare(&mut self, decl: MirrorSet, default_max: usize) {
@@ -112,7 +147,7 @@ impl Mirrors {
             .filter(|(_, base)| !excluded.contains(base))
             .filter_map(|(index, base)| {
                 let health = self.health.get(base)?;
-                if health.banned {
+                if health.aside_until.is_some() {
                     return None;
                 }
                 let untried = !tried.contains(base);
@@ -143,7 +178,7 @@ impl Mirrors {
     ) -> Option<String> {
         let standing = |base: &str| {
             let health = self.health.get(base)?;
-            (!health.banned).then(|| {
+            health.aside_until.is_none().then(|| {
                 (
                     tried.iter().any(|t| t == base),
                     health.consecutive_failures.min(3),
@@ -180,15 +215,16 @@ impl Mirrors {
     }
 
     /// A transfer from `base` failed. `others_running` says whether the mirror was busy with
-    /// other transfers of ours at the time. Returns true when the mirror's limit changed.
+    /// other transfers of ours at the time.
     pub fn record_failure(
         &mut self,
         base: &str,
         disposition: Disposition,
         others_running: bool,
-    ) -> bool {
+        now: Instant,
+    ) -> Change {
         let Some(health) = self.health.get_mut(base) else {
-            return false;
+            return Change::None;
         };
         match disposition {
             Disposition::Transient if others_running => {
@@ -197,23 +233,64 @@ impl Mirrors {
                 let before = health.limit;
                 health.limit = (health.limit / 2).max(1);
                 health.successes_at_limit = 0;
-                return health.limit != before;
+                if health.limit != before {
+                    return Change::LimitLowered;
+                }
             }
             Disposition::Transient | Disposition::BadSource => {
                 health.consecutive_failures += 1;
-                if health.consecutive_failures >= BAN_AFTER && !health.banned {
-                    health.banned = true;
+                if health.consecutive_failures >= PUT_ASIDE_AFTER && health.aside_until.is_none() {
+                    let for_ = self
+                        .first_aside
+                        .saturating_mul(1 << health.times_aside.min(8))
+                        .min(LONGEST_ASIDE.max(self.first_aside));
+                    health.times_aside += 1;
+                    let until = now + for_;
+                    health.aside_until = Some(until);
+                    self.next_return = Some(self.next_return.map_or(until, |t| t.min(until)));
                     eprintln!(
-                        "fetchmux: mirror {} failed {} times in a row; not using it again \
-                         this run",
+                        "fetchmux: mirror {} failed {} times in a row; putting it aside for {} s",
                         redacted(base),
-                        health.consecutive_failures
+                        health.consecutive_failures,
+                        for_.as_secs()
                     );
+                    return Change::PutAside {
+                        failures: health.consecutive_failures,
+                        for_,
+                    };
                 }
             }
             Disposition::Elsewhere | Disposition::Denied | Disposition::Final => {}
         }
-        false
+        Change::None
+    }
+
+    /// When the next mirror put aside comes back.
+    pub fn next_return(&self) -> Option<Instant> {
+        self.next_return
+    }
+
+    /// Bring back the mirrors whose time aside is over by `now`, on probation (one more
+    /// failure puts them aside again); returns their base URLs.
+    pub fn bring_back(&mut self, now: Instant) -> Vec<String> {
+        if self.next_return.is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        let mut back = Vec::new();
+        let mut next = None::<Instant>;
+        for (base, health) in &mut self.health {
+            match health.aside_until {
+                Some(until) if until <= now => {
+                    health.aside_until = None;
+                    health.consecutive_failures = PUT_ASIDE_AFTER - 1;
+                    back.push(base.clone());
+                }
+                Some(until) => next = Some(next.map_or(until, |t| t.min(until))),
+                None => {}
+            }
+        }
+        self.next_return = next;
+        back
     }
 }
 
@@ -221,8 +298,10 @@ impl Mirrors {
 mod tests {
     use super::*;
 
+    const FIRST_ASIDE: Duration = Duration::from_secs(60);
+
     fn set(urls: &[&str], max: usize) -> Mirrors {
-        let mut m = Mirrors::default();
+        let mut m = Mirrors::new(FIRST_ASIDE);
         m.declare(
             MirrorSet {
                 set: "s".into(),
@@ -251,17 +330,59 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_mirror_drops_behind_and_is_banned() {
+    fn a_failing_mirror_drops_behind_and_is_put_aside() {
         let mut m = set(&["http://a/", "http://b/"], 4);
         let none: Vec<String> = vec![];
-        m.record_failure("http://a/", Disposition::BadSource, false);
+        let now = Instant::now();
+        m.record_failure("http://a/", Disposition::BadSource, false, now);
         assert_eq!(m.choose("s", &none, &none, |_| 0).unwrap(), "http://b/");
-        for _ in 1..BAN_AFTER {
-            m.record_failure("http://a/", Disposition::Transient, false);
+        for _ in 2..PUT_ASIDE_AFTER {
+            let change = m.record_failure("http://a/", Disposition::Transient, false, now);
+            assert_eq!(change, Change::None);
         }
-        assert!(m.health("http://a/").unwrap().banned);
+        let change = m.record_failure("http://a/", Disposition::Transient, false, now);
+        assert_eq!(
+            change,
+            Change::PutAside {
+                failures: PUT_ASIDE_AFTER,
+                for_: FIRST_ASIDE
+            }
+        );
         let b_only = vec!["http://b/".to_string()];
         assert!(m.choose("s", &none, &b_only, |_| 0).is_none());
+    }
+
+    #[test]
+    fn a_mirror_put_aside_comes_back_on_probation_and_stays_away_longer_next_time() {
+        let mut m = set(&["http://a/", "http://b/"], 4);
+        let b_only = vec!["http://b/".to_string()];
+        let none: Vec<String> = vec![];
+        let start = Instant::now();
+        for _ in 0..PUT_ASIDE_AFTER {
+            m.record_failure("http://a/", Disposition::Transient, false, start);
+        }
+        assert_eq!(m.next_return(), Some(start + FIRST_ASIDE));
+        assert!(m.bring_back(start + FIRST_ASIDE / 2).is_empty());
+        assert!(m.choose("s", &none, &b_only, |_| 0).is_none());
+        let back = m.bring_back(start + FIRST_ASIDE);
+        assert_eq!(back, vec!["http://a/".to_string()]);
+        assert_eq!(m.next_return(), None);
+        assert_eq!(m.choose("s", &none, &b_only, |_| 0).unwrap(), "http://a/");
+        // Probation: the next failure puts it aside again, for twice as long.
+        let later = start + FIRST_ASIDE;
+        let change = m.record_failure("http://a/", Disposition::Transient, false, later);
+        assert_eq!(
+            change,
+            Change::PutAside {
+                failures: PUT_ASIDE_AFTER,
+                for_: FIRST_ASIDE * 2
+            }
+        );
+        // A success ends probation.
+        m.bring_back(later + FIRST_ASIDE * 2);
+        m.record_success("http://a/", 1, Duration::from_millis(1));
+        let change = m.record_failure("http://a/", Disposition::Transient, false, later);
+        assert_eq!(change, Change::None);
     }
 
     #[test]
@@ -269,7 +390,7 @@ mod tests {
         let mut m = set(&["http://a/", "http://b/"], 4);
         let none: Vec<String> = vec![];
         assert_eq!(m.better_than("s", "http://b/", &none, &none), None);
-        m.record_failure("http://a/", Disposition::BadSource, false);
+        m.record_failure("http://a/", Disposition::BadSource, false, Instant::now());
         assert_eq!(m.better_than("s", "http://b/", &none, &none), None);
         assert_eq!(
             m.better_than("s", "http://a/", &none, &none).as_deref(),
@@ -280,7 +401,10 @@ mod tests {
     #[test]
     fn failing_under_load_lowers_the_limit_only() {
         let mut m = set(&["http://a/"], 4);
-        assert!(m.record_failure("http://a/", Disposition::Transient, true));
+        assert_eq!(
+            m.record_failure("http://a/", Disposition::Transient, true, Instant::now()),
+            Change::LimitLowered
+        );
         assert_eq!(m.limit("http://a/"), 2);
         assert_eq!(m.health("http://a/").unwrap().consecutive_failures, 0);
         for _ in 0..3 {
