@@ -17,6 +17,7 @@ command -v cargo >/dev/null || { echo "deps: cargo is not on PATH; install Rust 
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-echo "deps: installing ${missing[*]}"
+echo "deps: installing the Debian packages the build and tests need (scripts/deps.sh says" \
+     "why each): ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
