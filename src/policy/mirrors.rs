@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::api::MirrorSet;
+use crate::api::{Credentials, MirrorSet};
 use crate::error::Disposition;
 use crate::net::url::redacted;
 
@@ -62,6 +62,8 @@ impl Health {
 #[derive(Default)]
 pub(crate) struct Mirrors {
     sets: HashMap<String, Vec<String>>,
+    /// The credentials of the sets that gave `auth` (kept once per set, not per download).
+    auth: HashMap<String, Credentials>,
     health: HashMap<String, Health>,
 }
 
@@ -78,7 +80,16 @@ impl Mirrors {
             health.max = max;
             health.limit = health.limit.min(max).max(1);
         }
+        match decl.auth {
+            Some(auth) => self.auth.insert(decl.set.clone(), auth),
+            None => self.auth.remove(&decl.set),
+        };
         self.sets.insert(decl.set, decl.urls);
+    }
+
+    /// The credentials the set was declared with, if any (as last declared).
+    pub fn auth(&self, set: &str) -> Option<&Credentials> {
+        self.auth.get(set)
     }
 
     /// The base URLs of a set, in declared order.
@@ -228,6 +239,7 @@ mod tests {
                 set: "s".into(),
                 urls: urls.iter().map(|u| u.to_string()).collect(),
                 max_per_mirror: Some(max),
+                auth: None,
             },
             4,
         );
