@@ -182,6 +182,15 @@ fn custom_headers_and_credentials_stay_with_their_origin_after_a_redirect() {
     };
     let mut follow = request("follow", redirect_to(&a, &c.url("/files/f?follow")));
     follow["headers_follow_redirects"] = json!(true);
+    // With credentials too, the engine follows: the headers go along, Cookie does not.
+    let mut follow_auth = download(
+        "follow-auth",
+        &redirect_to(&a, &c.url("/files/f?follow-auth")),
+        &out.path().join("follow-auth"),
+    );
+    follow_auth["headers"] = json!({"X-Api-Key": "key-fa", "Cookie": "session=fa"});
+    follow_auth["headers_follow_redirects"] = json!(true);
+    follow_auth["auth"] = json!({"user": "u", "password": "pw-fa"});
     let mut auth = download(
         "auth",
         &redirect_to(&a, &b.url("/files/f?auth")),
@@ -201,12 +210,21 @@ fn custom_headers_and_credentials_stay_with_their_origin_after_a_redirect() {
         request("same", redirect_to(&a, &a.url("/files/f?same"))),
         // Told to, the headers go along, but Authorization stays home (as with curl).
         follow,
+        follow_auth,
         auth,
         download("userinfo", &userinfo, &out.path().join("userinfo")),
     ];
     let run = client::run(&[], &requests);
     assert_eq!(run.status, 0, "{:?}", run.events);
-    for id in ["port", "host", "same", "follow", "auth", "userinfo"] {
+    for id in [
+        "port",
+        "host",
+        "same",
+        "follow",
+        "follow-auth",
+        "auth",
+        "userinfo",
+    ] {
         assert_eq!(std::fs::read(out.path().join(id)).unwrap(), body, "{id}");
         // `url` names the URL the attempt started from.
         assert!(run.done(id)["url"]
@@ -229,6 +247,10 @@ fn custom_headers_and_credentials_stay_with_their_origin_after_a_redirect() {
     assert_eq!(r.header("authorization"), Some("Bearer tok-same"), "{r:?}");
     let r = one(&c, "/files/f?follow");
     assert_eq!(r.header("x-api-key"), Some("key-follow"), "{r:?}");
+    assert_eq!(r.header("authorization"), None, "{r:?}");
+    let r = one(&c, "/files/f?follow-auth");
+    assert_eq!(r.header("x-api-key"), Some("key-fa"), "{r:?}");
+    assert_eq!(r.header("cookie"), None, "{r:?}");
     assert_eq!(r.header("authorization"), None, "{r:?}");
     assert_eq!(one(&b, "/files/f?auth").header("authorization"), None);
     assert_eq!(one(&c, "/files/f?userinfo").header("authorization"), None);
