@@ -614,6 +614,20 @@ mod tests {
     }
 
     #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let mut d = Download::new("a", url("http://h/x"), "/t");
+        d.auth = Some(Credentials {
+            user: "u".into(),
+            password: "hunter2".into(),
+        });
+        let shown = format!("{d:?}");
+        assert!(
+            shown.contains("\"u\"") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn mirror_sets_get_slashes_and_no_repeats() {
         let set = MirrorSet {
             set: "f".into(),

@@ -74,7 +74,7 @@ pub struct Options {
     #[arg(long, value_name = "PATH", value_parser = readable_file)]
     pub ca_file: Option<std::path::PathBuf>,
 
-    /// Use credentials from ~/.netrc (or $NETRC) for hosts it names, where a request has none
+    /// Use credentials from ~/.netrc for the hosts it names, where a request has none
     /// of its own (curl's --netrc-optional). An entry is sent to its own host only.
     #[arg(long)]
     pub netrc: bool,

@@ -132,6 +132,8 @@ fn basic_auth_against_nginx_right_credentials_are_done_wrong_ones_fail_as_401() 
     ];
     let (events, stderr, status) = run_captured(&["--retries", "0"], &requests);
     assert_eq!(status, 1, "{events:?}");
+    let features = events[0]["features"].as_array().unwrap();
+    assert!(features.contains(&json!("auth")), "{features:?}");
     for id in ["right", "userinfo", "mirror"] {
         assert_eq!(outcome(&events, id)["event"], "done", "{id}: {events:?}");
         assert_eq!(std::fs::read(out.path().join(id)).unwrap(), body, "{id}");

@@ -55,6 +55,7 @@ impl Front for JsonLines {
             "priority",
             "progress",
             "cached",
+            "auth",
         ]);
         write_line(
             io.stdout(),
