@@ -96,8 +96,9 @@ pub struct Download {
     /// Send `headers` after a redirect to another origin too (never `Authorization` or
     /// `Cookie`, which stay with their origin as in curl).
     pub headers_follow_redirects: bool,
-    /// Credentials for the request's origin.
-    pub auth: Option<Credentials>,
+    /// Credentials for the request's origin (boxed: most requests have none, and a queued
+    /// download should not pay for them).
+    pub auth: Option<Box<Credentials>>,
     pub priority: i64,
     pub progress: bool,
     pub resume: bool,
@@ -616,10 +617,10 @@ mod tests {
     #[test]
     fn a_password_never_shows_in_debug_output() {
         let mut d = Download::new("a", url("http://h/x"), "/t");
-        d.auth = Some(Credentials {
+        d.auth = Some(Box::new(Credentials {
             user: "u".into(),
             password: "hunter2".into(),
-        });
+        }));
         let shown = format!("{d:?}");
         assert!(
             shown.contains("\"u\"") && !shown.contains("hunter2"),

@@ -401,7 +401,7 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
         hashes,
         headers: raw.headers.into_iter().collect(),
         headers_follow_redirects: raw.headers_follow_redirects,
-        auth: raw.auth.map(Into::into),
+        auth: raw.auth.map(|raw| Box::new(raw.into())),
         priority: raw.priority,
         progress: raw.progress,
         resume: raw.resume,
