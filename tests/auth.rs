@@ -481,18 +481,22 @@ fn bad_auth_fields_are_invalid_and_never_echo_the_password() {
         line(json!({"user": "a", "pass": "pw-typo"}), "http://h/x"),
         json!({"op": "mirrors", "set": "s", "urls": ["http://u:pw-set@h/"],
                "auth": {"user": "a", "password": "pw-set2"}}),
+        json!({"op": "mirrors", "set": "t", "urls": ["http://u:pw-set3@h/"]}),
+        json!({"op": "download", "id": "y", "mirror": "t", "path": "p", "dest": dest,
+               "auth": {"user": "a", "password": "pw-own"}}),
     ];
     let (events, stderr, status) = run_captured(&[], &requests);
     assert_eq!(status, 1);
     let invalid: Vec<&Value> = events.iter().filter(|e| e["event"] == "invalid").collect();
-    assert_eq!(invalid.len(), requests.len(), "{events:?}");
+    // Every line but the declaration of set `t`, which is fine alone.
+    assert_eq!(invalid.len(), requests.len() - 1, "{events:?}");
     for event in &invalid {
         let message = event["error"]["message"].as_str().unwrap();
         assert!(message.contains("auth"), "{message}");
     }
     let text: String = events.iter().map(|e| e.to_string()).collect();
     for secret in [
-        "pw-colon", "pw-both", "pw-url", "pw\\r", "pw-typo", "pw-set",
+        "pw-colon", "pw-both", "pw-url", "pw\\r", "pw-typo", "pw-set", "pw-own",
     ] {
         assert!(!text.contains(secret), "{secret}: {text}");
         assert!(!stderr.contains(secret), "{secret}: {stderr}");

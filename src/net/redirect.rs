@@ -2,7 +2,8 @@
 //! credentials go to its own origin only.
 //!
 //! libcurl, following a redirect itself, keeps sending every custom header to the new host
-//! (it drops only `Authorization` and `Cookie`: CVE-2018-1000007, CVE-2022-27776), and it
+//! (it drops only `Authorization` and `Cookie`: CVE-2018-1000007, CVE-2022-27776; and its
+//! own credentials: CVE-2022-27774, each judged by scheme, host and port since 7.83), and it
 //! offers no hook between the hops. So an attempt that carries headers or credentials runs
 //! with curl's following off; when it ends on a redirect, the engine checks the target here
 //! (the `--max-redirects` count, http and https only, never https to http) and continues the
