@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::body::digest::Algorithm;
 use crate::error::FetchError;
-use crate::net::url::{host_key, redacted, scheme_of, REQUEST_SCHEMES};
+use crate::net::url::{has_userinfo, host_key, redacted, scheme_of, REQUEST_SCHEMES};
 
 /// What a front asks of the engine.
 #[derive(Debug)]
@@ -56,6 +56,26 @@ pub struct MirrorSet {
     /// Base URLs; validation makes each end in `/` and drops repeats.
     pub urls: Vec<String>,
     pub max_per_mirror: Option<usize>,
+    /// Credentials for every mirror of the set (a download's own `auth` wins).
+    pub auth: Option<Credentials>,
+}
+
+/// A user name and password for a request's own origin (HTTP Basic, an FTP login). They
+/// are sent only to that origin: never after a redirect to another scheme, host or port.
+/// The `Debug` form hides the password, as everything that may be printed must.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &crate::net::url::PASSWORD_MASK)
+            .finish()
+    }
 }
 
 /// One file to fetch, verify and put in place.
@@ -70,7 +90,15 @@ pub struct Download {
     pub max_size: Option<u64>,
     /// Expected digests as hex, in the order given (validation lowercases them).
     pub hashes: Vec<(Algorithm, String)>,
+    /// Extra request headers, sent to the origin of the attempt's URL only, unless
+    /// `headers_follow_redirects`.
     pub headers: Vec<(String, String)>,
+    /// Send `headers` after a redirect to another origin too (never `Authorization` or
+    /// `Cookie`, which stay with their origin as in curl).
+    pub headers_follow_redirects: bool,
+    /// Credentials for the request's origin (boxed: most requests have none, and a queued
+    /// download should not pay for them).
+    pub auth: Option<Box<Credentials>>,
     pub priority: i64,
     pub progress: bool,
     pub resume: bool,
@@ -156,6 +184,8 @@ impl Download {
             max_size: None,
             hashes: Vec::new(),
             headers: Vec::new(),
+            headers_follow_redirects: false,
+            auth: None,
             priority: 0,
             progress: false,
             resume: false,
@@ -208,7 +238,10 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
         Source::Urls(urls) if urls.is_empty() => return Err(invalid("`urls` must not be empty")),
         Source::Urls(urls) => {
             let field = if urls.len() == 1 { "url" } else { "urls" };
-            urls.iter().try_for_each(|url| check_url(url, field))?
+            urls.iter().try_for_each(|url| check_url(url, field))?;
+            if let Some(auth) = &d.auth {
+                check_auth(auth, urls, field)?;
+            }
         }
         Source::Mirror { path, .. } => {
             check_mirror_path(path)?;
@@ -241,6 +274,9 @@ fn validate_download(d: &mut Download) -> Result<(), FetchError> {
                 "`{name}` must be a non-empty header value"
             )));
         }
+    }
+    if let (Some(auth), Source::Mirror { .. }) = (&d.auth, &d.source) {
+        check_auth(auth, &[], "url")?;
     }
     check_dest(&d.dest)?;
     for (algorithm, hex) in &mut d.hashes {
@@ -288,12 +324,35 @@ fn validate_mirrors(raw: &mut MirrorSet) -> Result<(), FetchError> {
     let mut urls = Vec::with_capacity(raw.urls.len());
     for url in std::mem::take(&mut raw.urls) {
         check_url(&url, "urls")?;
+        if let Some(auth) = &raw.auth {
+            check_auth(auth, std::slice::from_ref(&url), "urls")?;
+        }
         let base = if url.ends_with('/') { url } else { url + "/" };
         if !urls.contains(&base) {
             urls.push(base);
         }
     }
     raw.urls = urls;
+    Ok(())
+}
+
+/// Credentials a server can be given: a user name without `:` (Basic authentication joins
+/// the two with one), no line breaks or NUL in either, and no second set of credentials in
+/// a URL of `field` (which of the two would count is not obvious to a reader).
+fn check_auth(auth: &Credentials, urls: &[String], field: &str) -> Result<(), FetchError> {
+    if auth.user.is_empty() || auth.user.contains(':') {
+        return Err(invalid("`auth.user` must be non-empty and without `:`"));
+    }
+    for (name, value) in [("user", &auth.user), ("password", &auth.password)] {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(invalid(format!("`auth.{name}` has a line break or NUL")));
+        }
+    }
+    if urls.iter().any(|url| has_userinfo(url)) {
+        return Err(invalid(format!(
+            "`auth`: a URL in `{field}` has credentials of its own (user@ or user:password@): give them once"
+        )));
+    }
     Ok(())
 }
 
@@ -565,6 +624,20 @@ mod tests {
     }
 
     #[test]
+    fn a_password_never_shows_in_debug_output() {
+        let mut d = Download::new("a", url("http://h/x"), "/t");
+        d.auth = Some(Box::new(Credentials {
+            user: "u".into(),
+            password: "hunter2".into(),
+        }));
+        let shown = format!("{d:?}");
+        assert!(
+            shown.contains("\"u\"") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn mirror_sets_get_slashes_and_no_repeats() {
         let set = MirrorSet {
             set: "f".into(),
@@ -574,6 +647,7 @@ mod tests {
                 "http://b/y/".into(),
             ],
             max_per_mirror: Some(2),
+            auth: None,
         };
         let Request::Mirrors(set) = valid(set) else {
             panic!()
@@ -583,6 +657,7 @@ mod tests {
             set: "f".into(),
             urls: vec![],
             max_per_mirror: None,
+            auth: None,
         };
         assert!(Request::Mirrors(empty).validate().is_err());
     }

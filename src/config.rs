@@ -79,6 +79,15 @@ pub struct Options {
     #[arg(long, value_name = "PATH", value_parser = readable_file)]
     pub ca_file: Option<std::path::PathBuf>,
 
+    /// Use credentials from ~/.netrc for the hosts it names, where a request has none
+    /// of its own (curl's --netrc-optional). An entry is sent to its own host only.
+    #[arg(long)]
+    pub netrc: bool,
+
+    /// As --netrc, with this file. It must be a readable file when the helper starts.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub netrc_file: Option<std::path::PathBuf>,
+
     /// User-Agent header sent with every HTTP request.
     #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
@@ -197,6 +206,19 @@ mod tests {
                 .to_string();
             assert!(err.contains(bad.to_str().unwrap()), "{err}");
         }
+    }
+
+    #[test]
+    fn netrc_file_must_be_a_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("netrc");
+        let err = Options::try_parse_from(["fetchmux", "--netrc-file", missing.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(missing.to_str().unwrap()), "{err}");
+        std::fs::write(&missing, "machine h login u password p\n").unwrap();
+        let ok = Options::try_parse_from(["fetchmux", "--netrc-file", missing.to_str().unwrap()]);
+        assert_eq!(ok.unwrap().netrc_file.as_deref(), Some(missing.as_path()));
     }
 
     fn from(args: &[&str]) -> Result<Options, clap::Error> {

@@ -105,7 +105,7 @@ pub enum FetchError {
     Network(String),
     #[error("body cut short: {0}")]
     Truncated(String),
-    #[error("server answered HTTP {status}")]
+    #[error("server answered HTTP {status}{}", status_hint(*status))]
     HttpStatus { status: u32 },
     #[error("not found: {0}")]
     NotFound(String),
@@ -205,6 +205,14 @@ impl FetchError {
             context: context.into(),
             message: err.to_string(),
         }
+    }
+}
+
+/// What a status asks of the user, where that is not obvious from its number.
+fn status_hint(status: u32) -> &'static str {
+    match status {
+        401 => " (authentication required: give the request `auth`, a user:password URL or --netrc credentials, or check them)",
+        _ => "",
     }
 }
 

@@ -167,6 +167,7 @@ impl Engine {
             token: key,
             buffer,
             alpn_learner,
+            auth: super::redirect::credentials(&job.request, &self.mirrors),
         };
         let easy = match handle::build(
             attempt,

@@ -47,16 +47,20 @@ impl Engine {
 
     /// An attempt ended: judge it, then place the bytes or decide what comes next.
     fn finish(&mut self, key: usize, result: Result<(), curl::Error>) {
+        let State::Active(handle) = &self.downloads[key].state else {
+            return;
+        };
+        let status = match handle.response_code().unwrap_or(0) {
+            0 => handle.get_ref().head.status,
+            status => status,
+        };
+        if self.follow_redirect(key, &result, status) {
+            return;
+        }
         let State::Active(handle) = &mut self.downloads[key].state else {
             return;
         };
-        let status = handle.response_code().unwrap_or(0);
         let transfer = handle.get_mut();
-        let status = if status == 0 {
-            transfer.head.status
-        } else {
-            status
-        };
         let verdict = judge(transfer, result, status);
         let elapsed = transfer.started_at.elapsed();
         let (sink, head) = self.detach(key);

@@ -19,6 +19,7 @@ mod conclusion;
 mod downloads;
 mod job;
 mod progress;
+mod redirect;
 mod report;
 mod requests;
 mod start;

@@ -9,6 +9,7 @@ use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::io::stdin::ReadState;
+use crate::net::url::has_userinfo;
 
 /// Bytes of stdin read per turn before the loop serves sockets again.
 const INPUT_BUDGET: usize = 256 * 1024;
@@ -85,9 +86,17 @@ impl Engine {
                 download.id
             ))
         } else if let Source::Mirror { set, .. } = &download.source {
-            self.mirrors.bases(set).is_none().then(|| {
-                format!("`mirror`: no mirror set `{set}` has been declared (op `mirrors`)")
-            })
+            let has_own = |bases: &[String]| bases.iter().any(|base| has_userinfo(base));
+            match self.mirrors.bases(set) {
+                None => Some(format!(
+                    "`mirror`: no mirror set `{set}` has been declared (op `mirrors`)"
+                )),
+                // Which of two sets of credentials would count is not obvious to a reader.
+                Some(bases) if download.auth.is_some() && has_own(bases) => Some(format!(
+                    "`auth`: a base URL of mirror set `{set}` has credentials of its own (user@ or user:password@): give them once"
+                )),
+                Some(_) => None,
+            }
         } else {
             None
         };

@@ -55,6 +55,7 @@ impl Front for JsonLines {
             "priority",
             "progress",
             "cached",
+            "auth",
         ]);
         write_line(
             io.stdout(),
@@ -239,6 +240,24 @@ struct RawMirrors {
     set: String,
     urls: Vec<String>,
     max_per_mirror: Option<usize>,
+    auth: Option<RawAuth>,
+}
+
+/// `"auth":{"user":…,"password":…}`: never echoed in any event.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    user: String,
+    password: String,
+}
+
+impl From<RawAuth> for api::Credentials {
+    fn from(raw: RawAuth) -> api::Credentials {
+        api::Credentials {
+            user: raw.user,
+            password: raw.password,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -263,6 +282,9 @@ struct RawDownload {
     hashes: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "strict::distinct_header_names")]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    headers_follow_redirects: bool,
+    auth: Option<RawAuth>,
     #[serde(default)]
     priority: i64,
     #[serde(default)]
@@ -334,6 +356,7 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
                     set: raw.set,
                     urls: raw.urls,
                     max_per_mirror: raw.max_per_mirror,
+                    auth: raw.auth.map(Into::into),
                 })
             }),
         Some("cancel") => members
@@ -400,6 +423,8 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
         max_size: raw.max_size,
         hashes,
         headers: raw.headers.into_iter().collect(),
+        headers_follow_redirects: raw.headers_follow_redirects,
+        auth: raw.auth.map(|raw| Box::new(raw.into())),
         priority: raw.priority,
         progress: raw.progress,
         resume: raw.resume,

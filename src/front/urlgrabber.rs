@@ -282,7 +282,7 @@ fn headers<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<Vec<(String, 
     let password = text(get("password"), "password")?;
     // As the stock helper: credentials only when both are given. Sent as a header rather
     // than URL userinfo so that the URL (and every message naming it) carries no secret;
-    // libcurl drops the header on a redirect to another host, as it would USERPWD.
+    // like every request header it goes to the request's own origin only (net::redirect).
     if let (Some(user), Some(password)) = (user, password) {
         if !user.is_empty() && !password.is_empty() {
             let basic = base64(format!("{user}:{password}").as_bytes());

@@ -1,7 +1,10 @@
 //! The libcurl handle of one attempt, configured: the helper-wide options (protocols and the
 //! narrower set a redirect may reach, no decoding of Content-Encoding, timeouts, trust) once
 //! per handle, and the request's own (URL, range, conditional and custom headers) on every
-//! attempt, each set or cleared so that nothing of one request rides into the next.
+//! attempt, each set or cleared so that nothing of one request rides into the next: a
+//! request's headers and credentials least of all, as handles serve one host after another.
+//! An attempt with headers or credentials follows its redirects through the engine
+//! ([`follows_itself`], [`redirect`]), which sends them to their own origin only.
 //!
 //! A new per-request curl option goes in [`configure_request`]; a new helper-wide one in
 //! [`configure_handle`].
@@ -10,16 +13,16 @@ use std::ffi::{c_char, CStr};
 use std::path::Path;
 use std::time::Duration;
 
-use curl::easy::{Easy2, HttpVersion, List};
+use curl::easy::{Easy2, HttpVersion, List, NetRc};
 
-use crate::api::{Download, LowSpeed, Tls, Transport};
+use crate::api::{Credentials, Download, LowSpeed, Tls, Transport};
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
 use crate::error::FetchError;
 use crate::net::transfer::{AlpnLearner, BodyMode, Transfer};
-use crate::net::url::is_http;
+use crate::net::url::{has_userinfo, is_http};
 
 /// What an attempt is for: the request, the URL chosen for it, and how it may report.
 pub(crate) struct Attempt<'a> {
@@ -30,6 +33,8 @@ pub(crate) struct Attempt<'a> {
     /// A buffer for a small body (reused from an earlier one).
     pub buffer: Vec<u8>,
     pub alpn_learner: Option<AlpnLearner>,
+    /// Credentials for the URL's origin: the request's own, else its mirror set's.
+    pub auth: Option<&'a Credentials>,
 }
 
 /// A configured handle for `attempt`. A recycled handle (from an attempt that ended)
@@ -52,6 +57,11 @@ pub(crate) fn build(
     transfer.conditional = request.if_none_match.is_some() || request.if_modified_since.is_some();
     transfer.size = request.size;
     transfer.alpn_learner = attempt.alpn_learner;
+    transfer.hops.manual = follows_itself(request, attempt.url, attempt.auth);
+    if transfer.hops.manual {
+        // Each hop sends the conditional headers again.
+        transfer.hops.validator.clone_from(&if_range);
+    }
     let mut easy = match recycled {
         Some(mut easy) => {
             *easy.get_mut() = transfer;
@@ -64,12 +74,103 @@ pub(crate) fn build(
         }
     };
     configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
+    set_credentials(&mut easy, attempt.auth).map_err(setup_error)?;
     set_pace(&mut easy, request.transport.as_deref(), options).map_err(setup_error)?;
     if let Some(transport) = &request.transport {
         // Only on a handle with the helper-wide settings: see `reusable_after`.
         configure_route(&mut easy, transport).map_err(setup_error)?;
     }
     Ok(easy)
+}
+
+/// Whether the engine, not curl, follows the redirects of an attempt of `request` on `url`:
+/// when it carries headers (unless they may go anywhere) or credentials, which must reach
+/// no other origin. curl would drop only `Authorization` and `Cookie` on another host.
+pub(crate) fn follows_itself(request: &Download, url: &str, auth: Option<&Credentials>) -> bool {
+    (!request.headers.is_empty() && !request.headers_follow_redirects)
+        || auth.is_some()
+        || has_userinfo(url)
+}
+
+/// Point a handle whose attempt ended on a redirect at `target`, the next hop: the request's
+/// headers and `auth` go along only to the attempt's first origin (`same_origin`); to
+/// another, the request's headers only with `headers_follow_redirects`, and never
+/// `Authorization` or `Cookie`. Range and conditional headers go to every hop, as with curl.
+pub(crate) fn redirect(
+    easy: &mut Easy2<Transfer>,
+    request: &Download,
+    auth: Option<&Credentials>,
+    target: &str,
+    same_origin: bool,
+) -> Result<(), curl::Error> {
+    let transfer = easy.get_mut();
+    transfer.head = Default::default();
+    let (mode, validator) = (transfer.mode, transfer.hops.validator.take());
+    let custom = match (same_origin, request.headers_follow_redirects) {
+        (true, _) => Custom::All,
+        (false, true) => Custom::Portable,
+        (false, false) => Custom::None,
+    };
+    let headers = header_list(request, mode, validator.as_deref(), custom);
+    easy.get_mut().hops.validator = validator;
+    easy.url(target)?;
+    easy.http_headers(headers?)?;
+    set_credentials(easy, auth.filter(|_| same_origin))
+}
+
+/// Which of a request's own headers a request carries.
+#[derive(Clone, Copy, PartialEq)]
+enum Custom {
+    All,
+    /// All but `Authorization` and `Cookie`, which never leave their origin.
+    Portable,
+    None,
+}
+
+/// The request's headers for one hop: its own (as `custom` says), the conditional ones and
+/// a resume's `If-Range`.
+fn header_list(
+    request: &Download,
+    mode: BodyMode,
+    if_range: Option<&str>,
+    custom: Custom,
+) -> Result<List, curl::Error> {
+    let mut headers = List::new();
+    for (name, value) in &request.headers {
+        let private =
+            name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("cookie");
+        if custom == Custom::All || (custom == Custom::Portable && !private) {
+            headers.append(&format!("{name}: {value}"))?;
+        }
+    }
+    if let Some(etag) = &request.if_none_match {
+        headers.append(&format!("If-None-Match: {etag}"))?;
+    }
+    if let Some(date) = &request.if_modified_since {
+        headers.append(&format!("If-Modified-Since: {date}"))?;
+    }
+    if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
+        headers.append(&format!("If-Range: {validator}"))?;
+    }
+    Ok(headers)
+}
+
+/// The user name and password for this hop, or none (a reused handle may hold another
+/// host's: they are cleared, never left over).
+fn set_credentials(
+    easy: &mut Easy2<Transfer>,
+    auth: Option<&Credentials>,
+) -> Result<(), curl::Error> {
+    match auth {
+        Some(auth) => {
+            easy.username(&auth.user)?;
+            easy.password(&auth.password)
+        }
+        None => {
+            clear_text(easy, curl_sys::CURLOPT_USERNAME)?;
+            clear_text(easy, curl_sys::CURLOPT_PASSWORD)
+        }
+    }
 }
 
 /// Whether the handle of an attempt of `request` may serve another request: not after a
@@ -92,7 +193,6 @@ fn limit(request: &Download, default_max: u64) -> Option<u64> {
         .or(request.max_size)
         .or((default_max > 0).then_some(default_max))
 }
-
 /// Where this attempt's bytes go, how they relate to the file, and the `If-Range`
 /// validator of a resumed partial.
 fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Option<String>) {
@@ -160,8 +260,17 @@ fn configure_handle(
     http2: bool,
 ) -> Result<(), curl::Error> {
     set_protocols(easy)?;
-    easy.follow_location(true)?;
     easy.max_redirections(options.max_redirects)?;
+    if options.netrc || options.netrc_file.is_some() {
+        // Credentials given in the request or its URL win; curl looks up each host itself
+        // (after a redirect too), so an entry reaches only the host it names.
+        easy.netrc(NetRc::Optional)?;
+        if let Some(file) = &options.netrc_file {
+            use std::os::unix::ffi::OsStrExt;
+            let file = std::ffi::CString::new(file.as_os_str().as_bytes())?;
+            set_raw_text(easy, curl_sys::CURLOPT_NETRC_FILE, &file)?;
+        }
+    }
     // Errors surface as CURLE_HTTP_RETURNED_ERROR before any body is written.
     easy.fail_on_error(true)?;
     // Package files are hashed exactly as served: never decode Content-Encoding.
@@ -189,20 +298,11 @@ fn configure_request(
     let mode = transfer.mode;
     // The debug callback learns the TLS handshake's protocol (see `Transfer::debug`).
     let learning = transfer.alpn_learner.is_some();
-    let mut headers = List::new();
-    for (name, value) in &request.headers {
-        headers.append(&format!("{name}: {value}"))?;
-    }
-    if let Some(etag) = &request.if_none_match {
-        headers.append(&format!("If-None-Match: {etag}"))?;
-    }
-    if let Some(date) = &request.if_modified_since {
-        headers.append(&format!("If-Modified-Since: {date}"))?;
-    }
-    if let (BodyMode::Resume { .. }, Some(validator)) = (mode, if_range) {
-        headers.append(&format!("If-Range: {validator}"))?;
-    }
+    let manual = transfer.hops.manual;
+    let headers = header_list(request, mode, if_range, Custom::All)?;
     easy.url(url)?;
+    // Set every time: a reused handle may come from an attempt of the other kind.
+    easy.follow_location(!manual)?;
     set_redirect_schemes(easy, url)?;
     easy.verbose(learning)?;
     match mode {
@@ -277,13 +377,14 @@ fn configure_route(easy: &mut Easy2<Transfer>, transport: &Transport) -> Result<
 
 /// No Range header (a recycled handle may have had one).
 fn clear_range(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
+    clear_text(easy, curl_sys::CURLOPT_RANGE)
+}
+
+/// A string option back to unset (an empty string would be a value).
+fn clear_text(easy: &mut Easy2<Transfer>, option: curl_sys::CURLoption) -> Result<(), curl::Error> {
     // SAFETY: a valid handle; a NULL string clears the option.
     let code = unsafe {
-        curl_sys::curl_easy_setopt(
-            easy.raw(),
-            curl_sys::CURLOPT_RANGE,
-            std::ptr::null::<std::ffi::c_char>(),
-        )
+        curl_sys::curl_easy_setopt(easy.raw(), option, std::ptr::null::<std::ffi::c_char>())
     };
     if code == curl_sys::CURLE_OK {
         Ok(())

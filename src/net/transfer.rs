@@ -15,6 +15,7 @@ use curl::easy::{Handler, InfoType, WriteError};
 use crate::api::ByteRange;
 use crate::body::sink::{Flow, Sink};
 use crate::error::FetchError;
+use crate::net::redirect::{is_redirect, Hops};
 use crate::net::response::ResponseHead;
 
 /// How the body of this attempt relates to the file.
@@ -60,6 +61,8 @@ pub(crate) struct Transfer {
     /// Set while the engine does not yet know whether the slot multiplexes (see
     /// `Handler::debug`).
     pub alpn_learner: Option<AlpnLearner>,
+    /// Redirects the engine follows itself for this attempt (see `net::redirect`).
+    pub hops: Hops,
 }
 
 impl Transfer {
@@ -78,6 +81,7 @@ impl Transfer {
             reported: 0,
             started_at: Instant::now(),
             alpn_learner: None,
+            hops: Hops::default(),
         }
     }
 
@@ -134,6 +138,10 @@ impl Handler for Transfer {
     }
 
     fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        if self.hops.manual && is_redirect(self.head.status) {
+            // The body of a redirect the engine will follow: not the file's.
+            return Ok(data.len());
+        }
         if !self.body_started {
             self.body_started = true;
             if let Err(err) = self.prepare_body() {

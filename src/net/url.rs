@@ -39,6 +39,16 @@ pub fn host_key(url: &str) -> Option<String> {
     Some(format!("{scheme}://{}", host_port.to_ascii_lowercase()))
 }
 
+/// Does `url` carry userinfo (`user@` or `user:password@` before its host)?
+pub fn has_userinfo(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    rest.split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+}
+
 /// What stands in for a password wherever a URL leaves the process.
 pub const PASSWORD_MASK: &str = "***";
 
@@ -153,6 +163,8 @@ mod tests {
         assert_eq!(host_key("https://h").as_deref(), Some("https://h"));
         assert_eq!(host_key("http:///x"), None);
         assert_eq!(host_key("file:///etc/passwd").as_deref(), Some("file://"));
+        assert!(has_userinfo("http://u:p@h/") && has_userinfo("ftp://u@h"));
+        assert!(!has_userinfo("http://h/a@b") && !has_userinfo("file:///x@y"));
     }
 
     #[test]

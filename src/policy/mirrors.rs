@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::api::MirrorSet;
+use crate::api::{Credentials, MirrorSet};
 use crate::error::Disposition;
 use crate::net::url::redacted;
 
@@ -86,6 +86,8 @@ pub(crate) struct Mirrors {
     /// [`LONGEST_ASIDE`].
     first_aside: Duration,
     sets: HashMap<String, Vec<String>>,
+    /// The credentials of the sets that gave `auth` (kept once per set, not per download).
+    auth: HashMap<String, Credentials>,
     health: HashMap<String, Health>,
     /// The earliest time a mirror put aside comes back.
     next_return: Option<Instant>,
@@ -113,7 +115,16 @@ impl Mirrors {
             health.max = max;
             health.limit = health.limit.min(max).max(1);
         }
+        match decl.auth {
+            Some(auth) => self.auth.insert(decl.set.clone(), auth),
+            None => self.auth.remove(&decl.set),
+        };
         self.sets.insert(decl.set, decl.urls);
+    }
+
+    /// The credentials the set was declared with, if any (as last declared).
+    pub fn auth(&self, set: &str) -> Option<&Credentials> {
+        self.auth.get(set)
     }
 
     /// The base URLs of a set, in declared order.
@@ -307,6 +318,7 @@ mod tests {
                 set: "s".into(),
                 urls: urls.iter().map(|u| u.to_string()).collect(),
                 max_per_mirror: Some(max),
+                auth: None,
             },
             4,
         );

@@ -1,12 +1,19 @@
 //! A real nginx (Debian's) for interop tests: plain HTTP/1.1 and TLS with HTTP/2, on
 //! ephemeral loopback ports, with a self-signed certificate made for the test and an access
 //! log that records, per request, the connection it came on and the protocol spoken; a
-//! second log records the conditional and range headers of each request.
+//! second log records the conditional and range headers of each request, a third the
+//! credentials and `X-Api-Key` each request carried. `/private/` asks for HTTP Basic
+//! authentication ([`USER`], [`PASSWORD`], in an htpasswd file made at start with
+//! `openssl passwd -apr1`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The user `/private/` accepts, and its password.
+pub const USER: &str = "pm-user";
+pub const PASSWORD: &str = "pm-Secret-7";
 
 pub struct Nginx {
     child: Child,
@@ -57,6 +64,14 @@ impl Nginx {
             .status()
             .expect("openssl runs");
         assert!(status.success(), "making a test certificate");
+        let hashed = Command::new("openssl")
+            .args(["passwd", "-apr1", PASSWORD])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("openssl runs");
+        assert!(hashed.status.success(), "hashing the test password");
+        let hashed = String::from_utf8(hashed.stdout).unwrap();
+        std::fs::write(d.join("htpasswd"), format!("{USER}:{}\n", hashed.trim())).unwrap();
         let (http_port, https_port) = (free_port(), free_port());
         // Running as root (CI), workers would drop to nobody and could not read a private
         // temporary directory: keep them as the current user.
@@ -75,6 +90,8 @@ http {{
     access_log {d}/access.log fm;
     log_format headers '$status|$request_uri|$http_range|$http_if_range|$http_if_modified_since';
     access_log {d}/headers.log headers;
+    log_format auth '$status|$request_uri|$remote_user|$http_authorization|$http_x_api_key';
+    access_log {d}/auth.log auth;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -95,6 +112,20 @@ http {{
         }}
         location /to-https/ {{
             rewrite ^/to-https/(.*)$ https://127.0.0.1:{https_port}/$1 redirect;
+        }}
+        # /private/NAME: NAME, for USER with PASSWORD only (HTTP Basic).
+        location /private/ {{
+            auth_basic "fetchmux test";
+            auth_basic_user_file {d}/htpasswd;
+            alias {root}/;
+        }}
+        # /to-private/NAME: a redirect to /private/NAME on the same origin.
+        location /to-private/ {{
+            rewrite ^/to-private/(.*)$ /private/$1 redirect;
+        }}
+        # /away/HOST:PORT/PATH: a redirect to http://HOST:PORT/PATH (another origin).
+        location /away/ {{
+            rewrite ^/away/([^/]+)/(.*)$ http://$1/$2 redirect;
         }}
     }}
 }}
@@ -175,6 +206,40 @@ impl Nginx {
                     range: header(range),
                     if_range: header(if_range),
                     if_modified_since: header(ims),
+                })
+            })
+            .collect()
+    }
+}
+
+/// One request as `auth.log` has it: what credentials and `X-Api-Key` it carried.
+#[derive(Debug, Clone)]
+pub struct Credentialed {
+    pub status: u16,
+    pub uri: String,
+    /// The Basic user nginx read from `Authorization`, if any.
+    pub user: Option<String>,
+    pub authorization: Option<String>,
+    pub api_key: Option<String>,
+}
+
+impl Nginx {
+    /// Every logged request with the credentials it carried, in order.
+    pub fn credentials_log(&self) -> Vec<Credentialed> {
+        let text = std::fs::read_to_string(self.dir.path().join("auth.log")).unwrap_or_default();
+        let header = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
+        text.lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split('|').collect();
+                let [status, uri, user, authorization, api_key] = f[..] else {
+                    return None;
+                };
+                Some(Credentialed {
+                    status: status.parse().ok()?,
+                    uri: uri.to_string(),
+                    user: header(user),
+                    authorization: header(authorization),
+                    api_key: header(api_key),
                 })
             })
             .collect()
