@@ -99,6 +99,7 @@ impl Mirrors {
             first_aside,
             sets: HashMap::new(),
             health: HashMap::new(),
+            auth: HashMap::new(),
             next_return: None,
         }
     }
