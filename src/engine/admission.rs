@@ -158,12 +158,17 @@ impl Engine {
         let buffer = self.spare_buffers.pop().unwrap_or_default();
         let alpn_learner = self.alpn_learner_for(key);
         let job = &self.downloads[key].job;
+        let route = match &job.request.source {
+            Source::Mirror { set, .. } => self.mirrors.route(set),
+            Source::Urls(_) => None,
+        };
         let attempt = Attempt {
             request: &job.request,
             url: &job.url,
             token: key,
             buffer,
             alpn_learner,
+            route,
         };
         let easy = match handle::build(
             attempt,

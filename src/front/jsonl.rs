@@ -55,6 +55,8 @@ impl Front for JsonLines {
             "priority",
             "progress",
             "cached",
+            "tls",
+            "proxy",
         ]);
         write_line(
             io.stdout(),
@@ -64,6 +66,7 @@ impl Front for JsonLines {
                 protocol: PROTOCOL_VERSION,
                 libcurl: about.libcurl,
                 features: &features,
+                insecure: about.insecure.then_some(true),
             },
         );
     }
@@ -216,6 +219,45 @@ struct RawMirrors {
     set: String,
     urls: Vec<String>,
     max_per_mirror: Option<usize>,
+    proxy: Option<String>,
+    tls: Option<RawTls>,
+}
+
+/// A mirror set's `tls` object (docs/protocol.md): curl's option names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<PathBuf>,
+    ca_path: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    key_password_file: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+/// The typed settings of a set's `tls`; the passphrase is read now, as the command line's
+/// is at start (the other files are checked by the engine's validation).
+fn tls(raw: RawTls) -> Result<api::Tls, FetchError> {
+    let key_password = match raw.key_password_file {
+        Some(file) => Some(
+            crate::config::read_secret(&file)
+                .map_err(|e| invalid(&format!("`tls.key_password_file`: {e}")))?
+                .expose()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(api::Tls {
+        ca_file: raw.ca_file,
+        ca_path: raw.ca_path,
+        cert: raw.cert,
+        key: raw.key,
+        key_password,
+        verify_peer: !raw.insecure,
+        verify_host: !raw.insecure,
+        ..api::Tls::default()
+    })
 }
 
 #[derive(Deserialize)]
@@ -306,12 +348,21 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
         Some("mirrors") => members
             .deserialize::<RawMirrors>(fields)
             .map_err(named)
-            .map(|raw| {
-                Request::Mirrors(api::MirrorSet {
+            .and_then(|raw| {
+                let tls = raw
+                    .tls
+                    .map(tls)
+                    .transpose()
+                    .map_err(|error| Rejected { id: None, error })?;
+                Ok(Request::Mirrors(api::MirrorSet {
                     set: raw.set,
                     urls: raw.urls,
                     max_per_mirror: raw.max_per_mirror,
-                })
+                    route: api::Route {
+                        proxy: raw.proxy,
+                        tls,
+                    },
+                }))
             }),
         Some("cancel") => members
             .deserialize::<RawCancel>(fields)
@@ -456,6 +507,8 @@ enum Wire<'a> {
         protocol: u32,
         libcurl: &'a str,
         features: &'a [&'a str],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        insecure: Option<bool>,
     },
     Start {
         id: &'a str,

@@ -1,10 +1,11 @@
-//! libcurl: the glue to mio, the configured handle of an attempt, what the response says,
-//! and the verdict on how it ended.
+//! libcurl: the glue to mio, the configured handle of an attempt and its route (proxy, TLS),
+//! what the response says, and the verdict on how it ended.
 
 pub mod classify;
 pub mod curl_io;
 pub mod handle;
 pub mod response;
+pub mod route;
 pub mod transfer;
 pub mod url;
 pub mod verdict;

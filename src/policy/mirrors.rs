@@ -1,4 +1,5 @@
-//! Mirror sets, and the health of each mirror across every download of the run.
+//! Mirror sets (their mirrors, and the proxy and TLS settings each set's requests use), and
+//! the health of each mirror across every download of the run.
 //!
 //! A download names a set and a path; for each attempt the engine asks [`Mirrors::choose`]
 //! for a base URL. The choice prefers, in order: a mirror this download has not tried yet,
@@ -11,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::api::MirrorSet;
+use crate::api::{MirrorSet, Route};
 use crate::error::Disposition;
 use crate::net::url::redacted;
 
@@ -62,6 +63,8 @@ impl Health {
 #[derive(Default)]
 pub(crate) struct Mirrors {
     sets: HashMap<String, Vec<String>>,
+    /// Only sets with settings of their own.
+    routes: HashMap<String, Route>,
     health: HashMap<String, Health>,
 }
 
@@ -78,7 +81,25 @@ impl Mirrors {
             health.max = max;
             health.limit = health.limit.min(max).max(1);
         }
+        if decl.route == Route::default() {
+            self.routes.remove(&decl.set);
+        } else {
+            if decl.route.tls.as_ref().is_some_and(|t| !t.verify_peer) {
+                eprintln!(
+                    "fetchmux: WARNING: mirror set `{}` is insecure: its servers' TLS \
+                     certificates are not verified, so anyone on the path can serve anything \
+                     (only the requests' digests still protect them)",
+                    decl.set
+                );
+            }
+            self.routes.insert(decl.set.clone(), decl.route);
+        }
         self.sets.insert(decl.set, decl.urls);
+    }
+
+    /// The proxy and TLS settings of `set`, when it has its own.
+    pub fn route(&self, set: &str) -> Option<&Route> {
+        self.routes.get(set)
     }
 
     /// The base URLs of a set, in declared order.
@@ -228,6 +249,7 @@ mod tests {
                 set: "s".into(),
                 urls: urls.iter().map(|u| u.to_string()).collect(),
                 max_per_mirror: Some(max),
+                route: Default::default(),
             },
             4,
         );
