@@ -98,7 +98,11 @@ fn expired_and_wrong_host_certificates_fail_as_tls_with_the_reason() {
     ];
     let (run, _) = run_logged(&["--retries", "0", "--ca-file", &ca_file], &[], &requests);
     assert_eq!(run.failed_kind("expired"), "tls");
-    assert!(failed_message(&run, "expired").contains("expired"), "{:?}", run.events);
+    assert!(
+        failed_message(&run, "expired").contains("expired"),
+        "{:?}",
+        run.events
+    );
     assert_eq!(run.failed_kind("wrong"), "tls");
     let message = failed_message(&run, "wrong");
     assert!(message.contains("subject name"), "{message}");
@@ -144,7 +148,13 @@ fn the_client_certificate_location_needs_cert_and_key() {
         &[],
         &[get("encrypted-key", &url, root.path(), out.path())],
     );
-    assert_fetched(&run, "encrypted-key", root.path(), out.path(), "private/f2.bin");
+    assert_fetched(
+        &run,
+        "encrypted-key",
+        root.path(),
+        out.path(),
+        "private/f2.bin",
+    );
 
     let log = nginx.log();
     let seen: Vec<(u16, Option<&str>)> = log
@@ -153,7 +163,11 @@ fn the_client_certificate_location_needs_cert_and_key() {
         .collect();
     assert_eq!(
         seen,
-        [(403, None), (200, Some("CN=client-a")), (200, Some("CN=client-a"))],
+        [
+            (403, None),
+            (200, Some("CN=client-a")),
+            (200, Some("CN=client-a"))
+        ],
         "{log:?}"
     );
 }
@@ -197,8 +211,10 @@ fn mirror_sets_have_their_own_trust_and_certificate_and_nothing_leaks() {
         let body = std::fs::read(root.path().join(&path)).unwrap();
         for (set, port, client) in [("A", nginx.a, "CN=client-a"), ("B", nginx.b, "CN=client-b")] {
             let id = format!("{set}{i}");
-            requests.push(json!({"op": "download", "id": id, "mirror": set, "path": path,
-                "dest": out.path().join(&id), "hashes": {"sha256": sha256_hex(&body)}}));
+            requests.push(
+                json!({"op": "download", "id": id, "mirror": set, "path": path,
+                "dest": out.path().join(&id), "hashes": {"sha256": sha256_hex(&body)}}),
+            );
             expected.push((port, Some(client.to_string()), format!("/{path}")));
         }
         // Plain URL to server b: helper-wide trust (--ca-file), no client certificate.
@@ -210,9 +226,27 @@ fn mirror_sets_have_their_own_trust_and_certificate_and_nothing_leaks() {
     let args = ["--max-parallel", "1", "--retries", "0", "--ca-file", &ca_b];
     let (run, _) = run_logged(&args, &[], &requests);
     for i in 0..4 {
-        assert_fetched(&run, &format!("A{i}"), root.path(), out.path(), &format!("private/f{i}.bin"));
-        assert_fetched(&run, &format!("B{i}"), root.path(), out.path(), &format!("private/f{i}.bin"));
-        assert_fetched(&run, &format!("plain{i}"), root.path(), out.path(), &format!("pub/f{i}.bin"));
+        assert_fetched(
+            &run,
+            &format!("A{i}"),
+            root.path(),
+            out.path(),
+            &format!("private/f{i}.bin"),
+        );
+        assert_fetched(
+            &run,
+            &format!("B{i}"),
+            root.path(),
+            out.path(),
+            &format!("private/f{i}.bin"),
+        );
+        assert_fetched(
+            &run,
+            &format!("plain{i}"),
+            root.path(),
+            out.path(),
+            &format!("pub/f{i}.bin"),
+        );
     }
     let mut logged: Vec<_> = nginx
         .log()
@@ -256,8 +290,179 @@ fn files_named_in_options_are_checked_at_start() {
     let (run, _) = run_logged(&[], &[], &bad);
     let invalid = run.of("invalid");
     assert_eq!(invalid.len(), 3, "{:?}", run.events);
-    for (event, field) in invalid.iter().zip(["tls.cert", "tls.key_password_file", "proxy"]) {
+    for (event, field) in invalid
+        .iter()
+        .zip(["tls.cert", "tls.key_password_file", "proxy"])
+    {
         let message = event["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{message}");
     }
+}
+
+/// An http and an https URL of server a, with the request for each.
+fn through_proxy_requests(nginx: &TlsNginx, root: &Path, out: &Path, tag: &str) -> Vec<Value> {
+    vec![
+        get(
+            &format!("{tag}-http"),
+            &format!("http://127.0.0.1:{}/pub/f0.bin", nginx.http),
+            root,
+            out,
+        ),
+        get(
+            &format!("{tag}-https"),
+            &format!("https://127.0.0.1:{}/pub/f1.bin", nginx.a),
+            root,
+            out,
+        ),
+    ]
+}
+
+#[test]
+fn downloads_go_through_tinyproxy_with_and_without_authentication() {
+    let (pki, root, out) = (Pki::make(), root(), tempfile::tempdir().unwrap());
+    let nginx = TlsNginx::start(root.path(), &pki);
+    let ca_file = pki.arg("ca-a.pem");
+    let (r, o) = (root.path(), out.path());
+
+    let open = Proxy::tinyproxy(None);
+    let proxy = open.url("http", None);
+    let args = ["--retries", "0", "--ca-file", &ca_file, "--proxy", &proxy];
+    let (run, _) = run_logged(&args, &[], &through_proxy_requests(&nginx, r, o, "open"));
+    assert_fetched(&run, "open-http", r, o, "pub/f0.bin");
+    assert_fetched(&run, "open-https", r, o, "pub/f1.bin");
+    // The environment, as libcurl reads it, when there is no --proxy.
+    let env = [
+        ("http_proxy", proxy.as_str()),
+        ("https_proxy", proxy.as_str()),
+    ];
+    let args = ["--retries", "0", "--ca-file", &ca_file];
+    let (run, _) = run_logged(&args, &env, &through_proxy_requests(&nginx, r, o, "env"));
+    assert_fetched(&run, "env-http", r, o, "pub/f0.bin");
+    assert_fetched(&run, "env-https", r, o, "pub/f1.bin");
+    let log = open.log_text();
+    let plain = format!("GET http://127.0.0.1:{}/pub/f0.bin", nginx.http);
+    let tunnel = format!("CONNECT 127.0.0.1:{}", nginx.a);
+    assert_eq!(log.matches(&plain).count(), 2, "{log}");
+    assert_eq!(log.matches(&tunnel).count(), 2, "{log}");
+
+    let guarded = Proxy::tinyproxy(Some(("fm", "s3cret")));
+    let args = |proxy: &str, user: &str| -> Vec<String> {
+        let mut a = vec!["--retries", "0", "--ca-file", &ca_file, "--proxy", proxy];
+        if !user.is_empty() {
+            a.extend(["--proxy-user", user]);
+        }
+        a.into_iter().map(String::from).collect()
+    };
+    let run_with = |args: Vec<String>, tag: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_logged(&args, &[], &through_proxy_requests(&nginx, r, o, tag))
+    };
+    let (run, _) = run_with(args(&guarded.url("http", None), "fm:s3cret"), "user");
+    assert_fetched(&run, "user-http", r, o, "pub/f0.bin");
+    assert_fetched(&run, "user-https", r, o, "pub/f1.bin");
+    let (run, _) = run_with(args(&guarded.url("http", Some("fm:s3cret")), ""), "inurl");
+    assert_fetched(&run, "inurl-http", r, o, "pub/f0.bin");
+    assert_fetched(&run, "inurl-https", r, o, "pub/f1.bin");
+    // No credentials: 407 to both. A wrong password: tinyproxy answers 401 (with
+    // WWW-Authenticate, not Proxy-Authenticate): the tunnel's answer is the proxy's, but a
+    // plain request's 401 cannot be told from the server's, so it stays `http_status`.
+    let (run, _) = run_with(args(&guarded.url("http", None), ""), "none");
+    let (wrong, stderr) = run_with(args(&guarded.url("http", None), "fm:wrong"), "wrong");
+    for (run, id, status) in [
+        (&run, "none-http", 407),
+        (&run, "none-https", 407),
+        (&wrong, "wrong-https", 401),
+    ] {
+        assert_eq!(run.failed_kind(id), "proxy", "{id}");
+        let message = failed_message(run, id);
+        assert!(message.contains(&status.to_string()), "{message}");
+        assert!(message.contains("--proxy-user"), "{message}");
+        assert!(!message.contains("wrong"), "{message}");
+    }
+    assert_eq!(wrong.failed_kind("wrong-http"), "http_status");
+    assert_eq!(wrong.outcome("wrong-http")["error"]["status"], 401);
+    assert!(!stderr.contains("fm:wrong"), "{stderr}");
+    let log = guarded.log_text();
+    assert_eq!(log.matches(&plain).count(), 4, "{log}");
+    assert_eq!(log.matches(&tunnel).count(), 4, "{log}");
+}
+
+#[test]
+fn downloads_go_through_microsocks_with_socks5_and_socks5h() {
+    let (pki, root, out) = (Pki::make(), root(), tempfile::tempdir().unwrap());
+    let nginx = TlsNginx::start(root.path(), &pki);
+    let ca_file = pki.arg("ca-a.pem");
+    let (r, o) = (root.path(), out.path());
+    let socks = Proxy::microsocks();
+    // socks5: the helper resolves names (the proxy is asked for 127.0.0.1); socks5h: the
+    // proxy does (it is asked for `localhost`).
+    for (scheme, host) in [("socks5", "127.0.0.1"), ("socks5h", "localhost")] {
+        let proxy = socks.url(scheme, None);
+        let args = ["--retries", "0", "--ca-file", &ca_file, "--proxy", &proxy];
+        let requests = [
+            get(
+                &format!("{scheme}-http"),
+                &format!("http://{host}:{}/pub/f2.bin", nginx.http),
+                r,
+                o,
+            ),
+            get(
+                &format!("{scheme}-https"),
+                &format!("https://{host}:{}/pub/f3.bin", nginx.a),
+                r,
+                o,
+            ),
+        ];
+        let (run, _) = run_logged(&args, &[], &requests);
+        assert_fetched(&run, &format!("{scheme}-http"), r, o, "pub/f2.bin");
+        assert_fetched(&run, &format!("{scheme}-https"), r, o, "pub/f3.bin");
+    }
+    let log = socks.log_text();
+    for host in ["127.0.0.1", "localhost"] {
+        for port in [nginx.http, nginx.a] {
+            let line = format!("connected to {host}:{port}");
+            assert_eq!(log.matches(&line).count(), 1, "{line} in {log}");
+        }
+    }
+}
+
+/// A proxy that is not there fails as `proxy`, and the mirror behind it is not blamed: after
+/// more failures than ban a mirror, the same mirror, declared again without the proxy, serves.
+#[test]
+fn a_dead_proxy_fails_as_proxy_and_the_mirror_is_not_blamed() {
+    let (pki, root, out) = (Pki::make(), root(), tempfile::tempdir().unwrap());
+    let nginx = TlsNginx::start(root.path(), &pki);
+    let (r, o) = (root.path(), out.path());
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mirror = format!("http://127.0.0.1:{}/", nginx.http);
+    let body = std::fs::read(r.join("pub/f1.bin")).unwrap();
+    let fetch = |id: &str| {
+        json!({"op": "download", "id": id, "mirror": "m", "path": "pub/f1.bin",
+               "dest": o.join(id), "hashes": {"sha256": sha256_hex(&body)}})
+    };
+    let mut helper = support::client::Helper::spawn_env(
+        &["--retries", "6", "--max-retry-wait", "1"],
+        std::process::Stdio::piped(),
+        &[],
+    );
+    helper.send(&json!({"op": "mirrors", "set": "m", "urls": [mirror],
+                        "proxy": format!("http://127.0.0.1:{dead}")}));
+    helper.send(&fetch("via-dead"));
+    let failed = helper.wait_for("via-dead failed", |e| {
+        e["id"] == "via-dead" && e["event"] == "failed"
+    });
+    assert_eq!(failed["error"]["kind"], "proxy", "{failed}");
+    let attempts = failed["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 7, "{failed}");
+    assert!(
+        attempts.iter().all(|a| a["error"]["kind"] == "proxy"),
+        "{failed}"
+    );
+    helper.send(&json!({"op": "mirrors", "set": "m", "urls": [mirror], "proxy": ""}));
+    helper.send(&fetch("direct"));
+    let run = helper.finish();
+    assert_fetched(&run, "direct", r, o, "pub/f1.bin");
 }

@@ -40,6 +40,13 @@ const PROXY_AUTH_HINT: &str =
     "give the proxy's credentials with --proxy-user USER:PASSWORD or in the proxy URL \
      (http://USER:PASSWORD@host:port)";
 
+/// The proxy refused the request's credentials, or wanted some (`status`: its answer).
+pub(crate) fn proxy_denied(status: u32) -> FetchError {
+    FetchError::ProxyDenied(format!(
+        "the proxy answered {status} (authentication required or refused): {PROXY_AUTH_HINT}"
+    ))
+}
+
 /// Classify a libcurl error. `status` is the last HTTP status seen (0 if none).
 pub(crate) fn classify(err: &curl::Error, status: u32, proxy: ProxyFacts) -> FetchError {
     // Not in curl-sys: CURLE_PROXY (libcurl 7.73), a SOCKS or CONNECT handshake failure.
@@ -48,11 +55,12 @@ pub(crate) fn classify(err: &curl::Error, status: u32, proxy: ProxyFacts) -> Fet
         Some(extra) => format!("{} ({})", err.description(), extra),
         None => err.description().to_string(),
     };
-    if proxy.used && (proxy.connect_code == 407 || (err.is_http_returned_error() && status == 407))
-    {
-        FetchError::ProxyDenied(format!(
-            "the proxy answered 407 Proxy Authentication Required: {PROXY_AUTH_HINT}"
-        ))
+    if proxy.used && matches!(proxy.connect_code, 401 | 407) {
+        // The tunnel's answer is the proxy's own. (tinyproxy answers a wrong password with
+        // 401, not 407.)
+        proxy_denied(proxy.connect_code)
+    } else if proxy.used && err.is_http_returned_error() && status == 407 {
+        proxy_denied(407)
     } else if proxy.used && (500..600).contains(&proxy.connect_code) {
         // The proxy is there; the server behind it is not.
         FetchError::Connect(format!(

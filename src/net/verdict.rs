@@ -2,7 +2,7 @@
 //! success or one [`FetchError`], before the bytes are verified.
 
 use crate::error::FetchError;
-use crate::net::classify::{classify, ProxyFacts};
+use crate::net::classify::{classify, proxy_denied, ProxyFacts};
 use crate::net::transfer::{BodyMode, Transfer};
 
 /// The verdict on a finished attempt, before the bytes are verified.
@@ -36,6 +36,8 @@ pub(crate) fn judge(
             FetchError::HttpStatus { status }
         }
         (None, Ok(())) if (200..300).contains(&status) => return Verdict::Body,
+        // libcurl does not fail a 407 when it had proxy credentials to offer.
+        (None, Ok(())) if status == 407 && proxy.used => proxy_denied(407),
         (None, Ok(())) => FetchError::HttpStatus { status },
     };
     if let (BodyMode::Resume { offset }, Some(416)) = (transfer.mode, error.status()) {

@@ -284,7 +284,10 @@ pub const PROXY_VARS: [&str; 8] = [
 /// helper's stderr captured (and echoed, for the test's log).
 pub fn run_logged(args: &[&str], env: &[(&str, &str)], requests: &[Value]) -> (Run, String) {
     let mut command = Command::new(binary());
-    command.args(args).stdin(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
     for name in PROXY_VARS {
         command.env_remove(name);
     }

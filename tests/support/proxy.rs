@@ -87,7 +87,10 @@ impl Proxy {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("{name} exited ({status}) before listening: {}", proxy.log_text());
+                panic!(
+                    "{name} exited ({status}) before listening: {}",
+                    proxy.log_text()
+                );
             }
             assert!(Instant::now() < deadline, "{name} did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));

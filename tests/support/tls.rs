@@ -41,12 +41,25 @@ impl Pki {
             openssl(
                 d,
                 &[
-                    "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3", "-subj",
-                    &format!("/CN=fetchmux test CA {ca}"), "-addext",
-                    "basicConstraints=critical,CA:TRUE", "-addext",
-                    "keyUsage=critical,keyCertSign,cRLSign", "-keyout",
-                    &format!("ca-{ca}.key"), "-out", &format!("ca-{ca}.pem"),
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-days",
+                    "3",
+                    "-subj",
+                    &format!("/CN=fetchmux test CA {ca}"),
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
+                    &format!("ca-{ca}.key"),
+                    "-out",
+                    &format!("ca-{ca}.pem"),
                 ],
             );
         }
@@ -72,18 +85,38 @@ impl Pki {
             openssl(
                 d,
                 &[
-                    "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-subj", &format!("/CN={cn}"), "-keyout",
-                    &format!("{name}.key"), "-out", &format!("{name}.csr"),
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-subj",
+                    &format!("/CN={cn}"),
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
                 ],
             );
             openssl(
                 d,
                 &[
-                    "x509", "-req", "-in", &format!("{name}.csr"), "-CA",
-                    &format!("ca-{ca}.pem"), "-CAkey", &format!("ca-{ca}.key"),
-                    "-set_serial", &format!("{}", 1000 + serial),
-                    "-days", days, "-extfile", &format!("{name}.ext"), "-out",
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("ca-{ca}.pem"),
+                    "-CAkey",
+                    &format!("ca-{ca}.key"),
+                    "-set_serial",
+                    &format!("{}", 1000 + serial),
+                    "-days",
+                    days,
+                    "-extfile",
+                    &format!("{name}.ext"),
+                    "-out",
                     &format!("{name}.pem"),
                 ],
             );
@@ -92,8 +125,14 @@ impl Pki {
         openssl(
             d,
             &[
-                "pkey", "-in", "client-a.key", "-aes256", "-passout", "file:key-password",
-                "-out", "client-a-encrypted.key",
+                "pkey",
+                "-in",
+                "client-a.key",
+                "-aes256",
+                "-passout",
+                "file:key-password",
+                "-out",
+                "client-a-encrypted.key",
             ],
         );
         Pki { dir }
@@ -118,7 +157,11 @@ impl Pki {
             .unwrap()
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().ends_with(".0"));
-        assert!(hashed, "openssl rehash made no hash link in {}", dir.display());
+        assert!(
+            hashed,
+            "openssl rehash made no hash link in {}",
+            dir.display()
+        );
         dir
     }
 }
@@ -160,8 +203,13 @@ impl TlsNginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let p = pki.dir.path().display().to_string();
-        let (a, b, expired, wrong_host, http) =
-            (free_port(), free_port(), free_port(), free_port(), free_port());
+        let (a, b, expired, wrong_host, http) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
         let user = if is_root() { "user root;" } else { "" };
         let private = r#"location /private/ {
             if ($ssl_client_verify != SUCCESS) { return 403; }
@@ -258,8 +306,7 @@ http {{
     /// Every logged request (nginx writes the line when a request ends: read after the
     /// helper has finished).
     pub fn log(&self) -> Vec<TlsLogged> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         text.lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split('|').collect();
