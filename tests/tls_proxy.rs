@@ -156,6 +156,21 @@ fn the_client_certificate_location_needs_cert_and_key() {
         "private/f2.bin",
     );
 
+    // The wrong passphrase: the key cannot be loaded, a TLS failure that says what to check.
+    let wrong = pki.path("wrong-password");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let mut args = with_password.to_vec();
+    args[7] = wrong.to_str().unwrap();
+    args.extend(["--retries", "0"]);
+    let (run, _) = run_logged(
+        &args,
+        &[],
+        &[get("bad-pass", &url, root.path(), out.path())],
+    );
+    assert_eq!(run.failed_kind("bad-pass"), "tls");
+    let message = failed_message(&run, "bad-pass");
+    assert!(message.contains("--key-password-file"), "{message}");
+
     let log = nginx.log();
     let seen: Vec<(u16, Option<&str>)> = log
         .iter()

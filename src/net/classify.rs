@@ -37,8 +37,8 @@ impl ProxyFacts {
 
 /// The user's part in a proxy's refusal of its credentials.
 const PROXY_AUTH_HINT: &str =
-    "give the proxy's credentials with --proxy-user USER:PASSWORD or in the proxy URL \
-     (http://USER:PASSWORD@host:port)";
+    "give the proxy's credentials with --proxy-user USER:PASSWORD, or as USER:PASSWORD@ \
+     before the host in the proxy URL";
 
 /// The proxy refused the request's credentials, or wanted some (`status`: its answer).
 pub(crate) fn proxy_denied(status: u32) -> FetchError {
@@ -84,6 +84,14 @@ pub(crate) fn classify(err: &curl::Error, status: u32, proxy: ProxyFacts) -> Fet
         FetchError::Dns(text)
     } else if err.is_couldnt_connect() {
         FetchError::Connect(text)
+    } else if err.code() == curl_sys::CURLE_BAD_FUNCTION_ARGUMENT
+        && (text.contains("private key") || text.contains("certificate"))
+    {
+        // OpenSSL would not load the client certificate or key: a wrong passphrase, a key
+        // that is not the certificate's, an unreadable file.
+        FetchError::Tls(format!(
+            "{text}; check --cert, --key and --key-password-file (or the mirror set's `tls`)"
+        ))
     } else if err.is_ssl_connect_error()
         || err.is_peer_failed_verification()
         || err.is_ssl_certproblem()
