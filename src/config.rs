@@ -236,10 +236,14 @@ pub fn proxy_url(text: &str) -> Result<String, String> {
     {
         Ok(text.to_string())
     } else {
+        // Whatever precedes an `@` may be a password: not echoed.
+        let shown = match text.rfind('@') {
+            Some(at) => format!("***{}", &text[at..]),
+            None => text.to_string(),
+        };
         Err(format!(
-            "`{}` is not a proxy URL: give http://, https://, socks5:// or socks5h:// and a \
-             host, e.g. http://proxy.example:3128",
-            crate::net::url::redacted(text)
+            "`{shown}` is not a proxy URL: give http://, https://, socks5:// or socks5h:// \
+             and a host, e.g. http://proxy.example:3128"
         ))
     }
 }
@@ -305,6 +309,47 @@ mod tests {
                 .to_string();
             assert!(err.contains(bad.to_str().unwrap()), "{err}");
         }
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, pass) = (dir.path().join("c.pem"), dir.path().join("pass"));
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&pass, "hunter2\nsecond line\n").unwrap();
+        let o = Options::try_parse_from([
+            "fetchmux",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key-password-file",
+            pass.to_str().unwrap(),
+            "--proxy-user",
+            "u:pw-of-u",
+        ])
+        .unwrap();
+        assert_eq!(o.key_password_file.as_ref().unwrap().expose(), "hunter2");
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw-of-u"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn proxies_need_a_scheme() {
+        for ok in [
+            "",
+            "http://p:3128",
+            "HTTPS://p",
+            "socks5://p:1080",
+            "socks5h://u:p@p",
+        ] {
+            assert!(proxy_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["p:3128", "socks4://p", "http://", "ftp://p"] {
+            assert!(proxy_url(bad).is_err(), "{bad}");
+        }
+        assert!(!proxy_url("p:pw-of-p@h").unwrap_err().contains("pw-of-p"));
     }
 
     fn from(args: &[&str]) -> Result<Options, clap::Error> {

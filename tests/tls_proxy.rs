@@ -354,6 +354,35 @@ fn downloads_go_through_tinyproxy_with_and_without_authentication() {
     let (run, _) = run_logged(&args, &env, &through_proxy_requests(&nginx, r, o, "env"));
     assert_fetched(&run, "env-http", r, o, "pub/f0.bin");
     assert_fetched(&run, "env-https", r, o, "pub/f1.bin");
+    // As documented (docs/configuration.md): libcurl ignores HTTP_PROXY in capitals, and
+    // no_proxy / --noproxy send a host around any proxy, even --proxy's (here a dead one).
+    let env = [("HTTP_PROXY", proxy.as_str())];
+    let (run, _) = run_logged(&args, &env, &through_proxy_requests(&nginx, r, o, "upper"));
+    assert_fetched(&run, "upper-http", r, o, "pub/f0.bin");
+    let dead = "http://127.0.0.1:1";
+    let bypass = [
+        "--ca-file",
+        &ca_file,
+        "--proxy",
+        dead,
+        "--noproxy",
+        "127.0.0.1",
+    ];
+    let (run, _) = run_logged(
+        &bypass,
+        &[],
+        &through_proxy_requests(&nginx, r, o, "bypass"),
+    );
+    assert_fetched(&run, "bypass-http", r, o, "pub/f0.bin");
+    assert_fetched(&run, "bypass-https", r, o, "pub/f1.bin");
+    let env = [("no_proxy", "127.0.0.1")];
+    let dead_args = ["--ca-file", &ca_file, "--proxy", dead];
+    let (run, _) = run_logged(
+        &dead_args,
+        &env,
+        &through_proxy_requests(&nginx, r, o, "np"),
+    );
+    assert_fetched(&run, "np-http", r, o, "pub/f0.bin");
     let log = open.log_text();
     let plain = format!("GET http://127.0.0.1:{}/pub/f0.bin", nginx.http);
     let tunnel = format!("CONNECT 127.0.0.1:{}", nginx.a);
