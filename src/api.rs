@@ -69,7 +69,7 @@ pub struct MirrorSet {
 pub struct Route {
     /// As [`Transport::proxy`].
     pub proxy: Option<String>,
-    pub tls: Option<Tls>,
+    pub tls: Option<Box<Tls>>,
 }
 
 /// One file to fetch, verify and put in place.
@@ -315,7 +315,7 @@ fn validate_mirrors(raw: &mut MirrorSet) -> Result<(), FetchError> {
 /// not found missing by every download later; the proxy must be a proxy URL.
 fn validate_route(route: &Route) -> Result<(), FetchError> {
     if let Some(proxy) = &route.proxy {
-        crate::config::proxy_url(proxy).map_err(|e| invalid(&format!("`proxy`: {e}")))?;
+        crate::config::proxy_url(proxy).map_err(|e| invalid(format!("`proxy`: {e}")))?;
     }
     let Some(tls) = &route.tls else {
         return Ok(());
@@ -328,12 +328,12 @@ fn validate_route(route: &Route) -> Result<(), FetchError> {
     for (field, path) in files {
         if let Some(path) = path {
             crate::config::readable_file(&path.to_string_lossy())
-                .map_err(|e| invalid(&format!("`tls.{field}`: {e}")))?;
+                .map_err(|e| invalid(format!("`tls.{field}`: {e}")))?;
         }
     }
     if let Some(dir) = &tls.ca_path {
         if !dir.is_dir() {
-            return Err(invalid(&format!(
+            return Err(invalid(format!(
                 "`tls.ca_path`: `{}` is not a readable directory",
                 dir.display()
             )));

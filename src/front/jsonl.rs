@@ -360,7 +360,7 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
                     max_per_mirror: raw.max_per_mirror,
                     route: api::Route {
                         proxy: raw.proxy,
-                        tls,
+                        tls: tls.map(Box::new),
                     },
                 }))
             }),

@@ -33,7 +33,7 @@ pub(crate) fn apply(
     let own = transport
         .map(|t| &t.tls)
         .filter(|tls| **tls != Tls::default())
-        .or_else(|| set.and_then(|r| r.tls.as_ref()));
+        .or_else(|| set.and_then(|r| r.tls.as_deref()));
     let view = match own {
         Some(tls) => TlsView::of(tls),
         None => TlsView::helper_wide(options),
