@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use support::client::{run_logged, sha256_hex, Run};
 use support::proxy::Proxy;
-use support::tls::{Pki, TlsNginx};
+use support::tls::{Pki, SServer, TlsNginx};
 
 /// Files under `pub/` and `private/` of a new root.
 fn root() -> tempfile::TempDir {
@@ -185,6 +185,48 @@ fn the_client_certificate_location_needs_cert_and_key() {
         ],
         "{log:?}"
     );
+}
+
+/// A server that requires a client certificate in the handshake (TLS 1.3: its refusal comes
+/// after the handshake, as a failed read): `tls`, saying so, and `--cert/--key` satisfy it.
+#[test]
+fn a_handshake_that_requires_a_client_certificate_fails_as_tls() {
+    let pki = Pki::make();
+    let out = tempfile::tempdir().unwrap();
+    let server = SServer::start(&pki);
+    let url = format!("https://127.0.0.1:{}/", server.port);
+    let request = |id: &str| {
+        json!({"op": "download", "id": id, "url": url,
+                                    "dest": out.path().join(id)})
+    };
+    let ca_file = pki.arg("ca-a.pem");
+    let (run, _) = run_logged(
+        &["--retries", "0", "--ca-file", &ca_file],
+        &[],
+        &[request("no-cert")],
+    );
+    assert_eq!(run.failed_kind("no-cert"), "tls");
+    let message = failed_message(&run, "no-cert");
+    assert!(
+        message.contains("certificate required") && message.contains("--cert"),
+        "{message}"
+    );
+
+    let (cert, key) = (pki.arg("client-a.pem"), pki.arg("client-a.key"));
+    let args = [
+        "--retries",
+        "0",
+        "--ca-file",
+        &ca_file,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let (run, _) = run_logged(&args, &[], &[request("cert")]);
+    run.done("cert");
+    let page = std::fs::read_to_string(out.path().join("cert")).unwrap();
+    assert!(page.contains("s_server"), "{page}");
 }
 
 #[test]

@@ -92,6 +92,17 @@ pub(crate) fn classify(err: &curl::Error, status: u32, proxy: ProxyFacts) -> Fet
         FetchError::Tls(format!(
             "{text}; check --cert, --key and --key-password-file (or the mirror set's `tls`)"
         ))
+    } else if (err.code() == curl_sys::CURLE_RECV_ERROR || err.code() == curl_sys::CURLE_SEND_ERROR)
+        && text.contains(" alert ")
+        && (text.contains("certificate") || text.contains("unknown ca"))
+    {
+        // In TLS 1.3 a server checks the client's certificate after the handshake, so its
+        // refusal (`alert certificate required`, `bad certificate`, `unknown ca`) arrives
+        // as a failed read; it is the TLS setup's problem, not the network's.
+        FetchError::Tls(format!(
+            "{text}; the server requires a client certificate or refused this one: check \
+             --cert and --key (or the mirror set's `tls`)"
+        ))
     } else if err.is_ssl_connect_error()
         || err.is_peer_failed_verification()
         || err.is_ssl_certproblem()

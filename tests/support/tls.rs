@@ -336,3 +336,47 @@ impl Drop for TlsNginx {
         let _ = self.child.wait();
     }
 }
+
+/// `openssl s_server -www` with server-a's certificate, *requiring* a client certificate of
+/// CA a during the handshake (`-Verify 1`), as nginx does not: it answers a request with an
+/// HTML page describing the session.
+pub struct SServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl SServer {
+    pub fn start(pki: &Pki) -> SServer {
+        let port = free_port();
+        let mut child = Command::new("openssl")
+            .args(["s_server", "-www", "-Verify", "1", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(pki.path("server-a.pem"))
+            .arg("-key")
+            .arg(pki.path("server-a.key"))
+            .arg("-CAfile")
+            .arg(pki.path("ca-a.pem"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting openssl s_server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("openssl s_server exited ({status}) before listening on {port}");
+            }
+            assert!(Instant::now() < deadline, "openssl s_server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        SServer { child, port }
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
