@@ -7,7 +7,11 @@ set -euo pipefail
 # apt: tests/apt_method.rs runs apt-get against a repository that tests/support/debrepo.py
 # builds with dpkg-deb (dpkg, always there) and Python's own hashlib and lzma, so neither
 # dpkg-scanpackages (dpkg-dev) nor xz (xz-utils) is needed.
-packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt)
+# tinyproxy (an HTTP forward proxy) and microsocks (a SOCKS5 proxy): tests/tls_proxy.rs
+# downloads through each and reads their logs. Their packages enable services, which the
+# tests neither need nor use (each test runs its own instance on an ephemeral port).
+packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt
+  tinyproxy microsocks)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

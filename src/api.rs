@@ -58,6 +58,20 @@ pub struct MirrorSet {
     pub max_per_mirror: Option<usize>,
     /// Credentials for every mirror of the set (a download's own `auth` wins).
     pub auth: Option<Credentials>,
+    /// The set's own proxy and TLS settings, over the helper-wide ones.
+    pub route: Route,
+}
+
+/// How the requests to a mirror set's mirrors travel, where the set says so (a Pulp
+/// remote has its own CA, client certificate and proxy). `None` means the helper-wide
+/// setting. The `tls` settings replace the helper-wide ones as a whole (a field not given
+/// takes its default, not the command line's): a remote's trust and identity belong
+/// together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Route {
+    /// As [`Transport::proxy`].
+    pub proxy: Option<String>,
+    pub tls: Option<Box<Tls>>,
 }
 
 /// A user name and password for a request's own origin (HTTP Basic, an FTP login). They
@@ -333,6 +347,40 @@ fn validate_mirrors(raw: &mut MirrorSet) -> Result<(), FetchError> {
         }
     }
     raw.urls = urls;
+    validate_route(&raw.route)
+}
+
+/// The files a set's `tls` names must be there now (as the command line's are at start),
+/// not found missing by every download later; the proxy must be a proxy URL.
+fn validate_route(route: &Route) -> Result<(), FetchError> {
+    if let Some(proxy) = &route.proxy {
+        crate::config::proxy_url(proxy).map_err(|e| invalid(format!("`proxy`: {e}")))?;
+    }
+    let Some(tls) = &route.tls else {
+        return Ok(());
+    };
+    let files = [
+        ("ca_file", &tls.ca_file),
+        ("cert", &tls.cert),
+        ("key", &tls.key),
+    ];
+    for (field, path) in files {
+        if let Some(path) = path {
+            crate::config::readable_file(&path.to_string_lossy())
+                .map_err(|e| invalid(format!("`tls.{field}`: {e}")))?;
+        }
+    }
+    if let Some(dir) = &tls.ca_path {
+        if !dir.is_dir() {
+            return Err(invalid(format!(
+                "`tls.ca_path`: `{}` is not a readable directory",
+                dir.display()
+            )));
+        }
+    }
+    if tls.key.is_some() && tls.cert.is_none() {
+        return Err(invalid("`tls.key` needs `tls.cert`"));
+    }
     Ok(())
 }
 
@@ -514,6 +562,8 @@ pub struct About<'a> {
     pub version: &'a str,
     pub libcurl: &'a str,
     pub http2: bool,
+    /// `--insecure`: https servers are not verified (`hello` says so).
+    pub insecure: bool,
 }
 
 /// Why the engine stopped before its work was done.
@@ -648,6 +698,7 @@ mod tests {
             ],
             max_per_mirror: Some(2),
             auth: None,
+            route: Route::default(),
         };
         let Request::Mirrors(set) = valid(set) else {
             panic!()
@@ -658,6 +709,7 @@ mod tests {
             urls: vec![],
             max_per_mirror: None,
             auth: None,
+            route: Route::default(),
         };
         assert!(Request::Mirrors(empty).validate().is_err());
     }

@@ -6,7 +6,7 @@
 //! runs the binary under a method's name.
 
 use std::ffi::{OsStr, OsString};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -77,7 +77,48 @@ pub struct Options {
     /// PEM file of certificate authorities to trust for https (instead of the system's).
     /// It must be a readable file when the helper starts.
     #[arg(long, value_name = "PATH", value_parser = readable_file)]
-    pub ca_file: Option<std::path::PathBuf>,
+    pub ca_file: Option<PathBuf>,
+
+    /// Directory of certificate authorities to trust for https, in OpenSSL's hashed form
+    /// (`openssl rehash DIR`): with --ca-file, both; alone, instead of the system's bundle.
+    /// It must be a readable directory when the helper starts.
+    #[arg(long, value_name = "DIR", value_parser = readable_dir)]
+    pub ca_path: Option<PathBuf>,
+
+    /// Client certificate (PEM) presented to https servers that ask for one; its key is in
+    /// the same file unless --key names another.
+    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", value_parser = readable_file, requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// File whose first line is the passphrase of the encrypted private key of --cert/--key
+    /// (a file, so that the passphrase is not in the process list).
+    #[arg(long, value_name = "FILE", value_parser = read_secret, requires = "cert")]
+    pub key_password_file: Option<Secret>,
+
+    /// Do not verify https servers' certificates nor their names. Anyone on the path can
+    /// then serve anything; only the digests a request gives still protect it. Warned about
+    /// on stderr and in `hello`.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Proxy for every request (http://, https://, socks5://, socks5h://; user:password@
+    /// in the URL works). Without it, libcurl's environment variables apply (http_proxy,
+    /// https_proxy, all_proxy, no_proxy); `""` means no proxy, not even from the environment.
+    #[arg(long, value_name = "URL", value_parser = proxy_url)]
+    pub proxy: Option<String>,
+
+    /// USER:PASSWORD for the proxy of --proxy or of the environment.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = proxy_user)]
+    pub proxy_user: Option<Secret>,
+
+    /// Comma-separated hosts (or domains, or `*`) reached without any proxy, in place of
+    /// $no_proxy.
+    #[arg(long, value_name = "LIST")]
+    pub noproxy: Option<String>,
 
     /// Use credentials from ~/.netrc for the hosts it names, where a request has none
     /// of its own (curl's --netrc-optional). An entry is sent to its own host only.
@@ -144,13 +185,89 @@ impl Options {
 
 /// A path that names a file we can read now: refused at start rather than found out by
 /// every https download later (as `tls`, counted against the mirrors).
-fn readable_file(text: &str) -> Result<std::path::PathBuf, String> {
-    let path = std::path::PathBuf::from(text);
+pub fn readable_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
     let file = std::fs::File::open(&path).map_err(|e| format!("cannot read `{text}`: {e}"))?;
     match file.metadata() {
         Ok(meta) if meta.is_file() => Ok(path),
         Ok(_) => Err(format!("`{text}` is not a file")),
         Err(e) => Err(format!("cannot read `{text}`: {e}")),
+    }
+}
+
+/// A directory we can list now (checked like [`readable_file`]).
+fn readable_dir(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match std::fs::read_dir(&path) {
+        Ok(_) => Ok(path),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(format!("`{text}` is not a directory"))
+        }
+        Err(e) => Err(format!("cannot read the directory `{text}`: {e}")),
+    }
+}
+
+/// A passphrase or credentials: kept out of `Debug` output (and so out of any log of the
+/// options).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The first line of a readable file (without its line ending), read at start.
+pub fn read_secret(text: &str) -> Result<Secret, String> {
+    let path = readable_file(text)?;
+    let content =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{text}`: {e}"))?;
+    let line = content.lines().next().unwrap_or("");
+    Ok(Secret(line.to_string()))
+}
+
+/// A proxy URL libcurl will use as meant: an explicit scheme among those it supports for
+/// proxies here, or `""` for none. A bare `host:port` would be taken as http by libcurl;
+/// asking for the scheme avoids guessing between an http and a SOCKS proxy.
+pub fn proxy_url(text: &str) -> Result<String, String> {
+    const SCHEMES: [&str; 4] = ["http://", "https://", "socks5://", "socks5h://"];
+    let lower = text.to_ascii_lowercase();
+    if text.is_empty()
+        || SCHEMES
+            .iter()
+            .any(|s| lower.starts_with(s) && lower.len() > s.len())
+    {
+        Ok(text.to_string())
+    } else {
+        // Whatever precedes an `@` may be a password: not echoed.
+        let shown = match text.rfind('@') {
+            Some(at) => format!("***{}", &text[at..]),
+            None => text.to_string(),
+        };
+        Err(format!(
+            "`{shown}` is not a proxy URL: give http://, https://, socks5:// or socks5h:// \
+             and a host, e.g. http://proxy.example:3128"
+        ))
+    }
+}
+
+/// `USER:PASSWORD` (the password may be empty, the colon not missing).
+fn proxy_user(text: &str) -> Result<Secret, String> {
+    if text.contains(':') {
+        Ok(Secret(text.to_string()))
+    } else {
+        Err("--proxy-user takes USER:PASSWORD".to_string())
     }
 }
 
@@ -219,6 +336,47 @@ mod tests {
         std::fs::write(&missing, "machine h login u password p\n").unwrap();
         let ok = Options::try_parse_from(["fetchmux", "--netrc-file", missing.to_str().unwrap()]);
         assert_eq!(ok.unwrap().netrc_file.as_deref(), Some(missing.as_path()));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, pass) = (dir.path().join("c.pem"), dir.path().join("pass"));
+        std::fs::write(&cert, "").unwrap();
+        std::fs::write(&pass, "hunter2\nsecond line\n").unwrap();
+        let o = Options::try_parse_from([
+            "fetchmux",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key-password-file",
+            pass.to_str().unwrap(),
+            "--proxy-user",
+            "u:pw-of-u",
+        ])
+        .unwrap();
+        assert_eq!(o.key_password_file.as_ref().unwrap().expose(), "hunter2");
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("pw-of-u"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn proxies_need_a_scheme() {
+        for ok in [
+            "",
+            "http://p:3128",
+            "HTTPS://p",
+            "socks5://p:1080",
+            "socks5h://u:p@p",
+        ] {
+            assert!(proxy_url(ok).is_ok(), "{ok}");
+        }
+        for bad in ["p:3128", "socks4://p", "http://", "ftp://p"] {
+            assert!(proxy_url(bad).is_err(), "{bad}");
+        }
+        assert!(!proxy_url("p:pw-of-p@h").unwrap_err().contains("pw-of-p"));
     }
 
     fn from(args: &[&str]) -> Result<Options, clap::Error> {

@@ -18,6 +18,7 @@ pub enum ErrorKind {
     Dns,
     Connect,
     Tls,
+    Proxy,
     Timeout,
     TooSlow,
     Network,
@@ -43,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Dns => "dns",
             ErrorKind::Connect => "connect",
             ErrorKind::Tls => "tls",
+            ErrorKind::Proxy => "proxy",
             ErrorKind::Timeout => "timeout",
             ErrorKind::TooSlow => "too_slow",
             ErrorKind::Network => "network",
@@ -97,6 +99,12 @@ pub enum FetchError {
     Connect(String),
     #[error("TLS failure: {0}")]
     Tls(String),
+    /// The proxy could not be reached or failed the request: not the source's fault.
+    #[error("proxy failure: {0}")]
+    Proxy(String),
+    /// The proxy refused its credentials (407): asking again cannot help.
+    #[error("proxy refused: {0}")]
+    ProxyDenied(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("transfer too slow: {0}")]
@@ -143,6 +151,7 @@ impl FetchError {
             FetchError::Dns(_) => ErrorKind::Dns,
             FetchError::Connect(_) => ErrorKind::Connect,
             FetchError::Tls(_) => ErrorKind::Tls,
+            FetchError::Proxy(_) | FetchError::ProxyDenied(_) => ErrorKind::Proxy,
             FetchError::Timeout(_) => ErrorKind::Timeout,
             FetchError::TooSlow(_) => ErrorKind::TooSlow,
             FetchError::Network(_) => ErrorKind::Network,
@@ -177,7 +186,8 @@ impl FetchError {
             | FetchError::Timeout(_)
             | FetchError::TooSlow(_)
             | FetchError::Network(_)
-            | FetchError::Truncated(_) => Disposition::Transient,
+            | FetchError::Truncated(_)
+            | FetchError::Proxy(_) => Disposition::Transient,
             FetchError::HttpStatus { status } => match status {
                 408 | 429 | 500..=599 => Disposition::Transient,
                 401 | 403 | 407 => Disposition::Denied,
@@ -193,6 +203,7 @@ impl FetchError {
             | FetchError::HeadersTooLarge(_)
             | FetchError::ChecksumMismatch { .. } => Disposition::BadSource,
             FetchError::InvalidRequest(_)
+            | FetchError::ProxyDenied(_)
             | FetchError::Io { .. }
             | FetchError::Cancelled
             | FetchError::Aborted => Disposition::Final,
@@ -228,6 +239,7 @@ mod tests {
             ErrorKind::Dns,
             ErrorKind::Connect,
             ErrorKind::Tls,
+            ErrorKind::Proxy,
             ErrorKind::Timeout,
             ErrorKind::TooSlow,
             ErrorKind::Network,

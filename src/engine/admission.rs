@@ -161,6 +161,10 @@ impl Engine {
         let buffer = self.spare_buffers.pop().unwrap_or_default();
         let alpn_learner = self.alpn_learner_for(key);
         let job = &self.downloads[key].job;
+        let route = match &job.request.source {
+            Source::Mirror { set, .. } => self.mirrors.route(set),
+            Source::Urls(_) => None,
+        };
         let attempt = Attempt {
             request: &job.request,
             url: &job.url,
@@ -168,6 +172,7 @@ impl Engine {
             buffer,
             alpn_learner,
             auth: super::redirect::credentials(&job.request, &self.mirrors),
+            route,
         };
         let easy = match handle::build(
             attempt,

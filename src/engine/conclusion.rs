@@ -12,9 +12,9 @@ use crate::body::{fs, placer};
 use crate::engine::downloads::{Ended, Hashing, Placing, State};
 use crate::engine::job::Job;
 use crate::engine::Engine;
-use crate::error::{Disposition, FetchError};
+use crate::error::{Disposition, ErrorKind, FetchError};
 use crate::http_date;
-use crate::net::handle;
+use crate::net::classify::ProxyFacts;
 use crate::net::response::ResponseHead;
 use crate::net::url::host_key;
 use crate::net::verdict::{judge, Verdict};
@@ -60,8 +60,9 @@ impl Engine {
         let State::Active(handle) = &mut self.downloads[key].state else {
             return;
         };
+        let proxy = ProxyFacts::of(handle.raw());
         let transfer = handle.get_mut();
-        let verdict = judge(transfer, result, status);
+        let verdict = judge(transfer, result, status, proxy);
         let elapsed = transfer.started_at.elapsed();
         let (sink, head) = self.detach(key);
         let slot = &self.downloads[key].job.slot;
@@ -113,8 +114,9 @@ impl Engine {
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);
         let head = std::mem::take(&mut transfer.head);
-        let reusable = handle::reusable_after(&download.job.request);
-        if reusable && self.spare_handles.len() < self.options.max_parallel as usize {
+        // Every request sets or clears all its options (net::handle, net::route), so any
+        // handle may serve the next one, whatever host or settings it had.
+        if self.spare_handles.len() < self.options.max_parallel as usize {
             self.spare_handles.push(easy);
         }
         (sink, head)
@@ -330,7 +332,9 @@ impl Engine {
             }
         }
         let job = &mut self.downloads[key].job;
-        if let Source::Mirror { .. } = job.request.source {
+        // A proxy's failure says nothing about the mirror behind it.
+        let mirrors_fault = error.kind() != ErrorKind::Proxy;
+        if let (Source::Mirror { .. }, true) = (&job.request.source, mirrors_fault) {
             let others_running = self.scheduler.busy(&job.slot);
             let change = self.mirrors.record_failure(
                 &job.origin,

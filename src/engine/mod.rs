@@ -169,7 +169,16 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION"),
             libcurl: &self.libcurl_version,
             http2: self.has_http2,
+            insecure: self.options.insecure,
         };
+        if self.options.insecure {
+            // Once per run, whichever front: the package manager's log should show it.
+            eprintln!(
+                "fetchmux: WARNING: --insecure: https servers' certificates and names are NOT \
+                 verified; anyone on the path can serve anything (only the digests of the \
+                 requests still protect them)"
+            );
+        }
         self.report.start(&about);
         self.tick_front();
     }

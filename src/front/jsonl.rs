@@ -56,6 +56,8 @@ impl Front for JsonLines {
             "progress",
             "cached",
             "auth",
+            "tls",
+            "proxy",
         ]);
         write_line(
             io.stdout(),
@@ -65,6 +67,7 @@ impl Front for JsonLines {
                 protocol: PROTOCOL_VERSION,
                 libcurl: about.libcurl,
                 features: &features,
+                insecure: about.insecure.then_some(true),
             },
         );
     }
@@ -241,6 +244,8 @@ struct RawMirrors {
     urls: Vec<String>,
     max_per_mirror: Option<usize>,
     auth: Option<RawAuth>,
+    proxy: Option<String>,
+    tls: Option<RawTls>,
 }
 
 /// `"auth":{"user":…,"password":…}`: never echoed in any event.
@@ -258,6 +263,43 @@ impl From<RawAuth> for api::Credentials {
             password: raw.password,
         }
     }
+}
+
+/// A mirror set's `tls` object (docs/protocol.md): curl's option names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<PathBuf>,
+    ca_path: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    key_password_file: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+}
+
+/// The typed settings of a set's `tls`; the passphrase is read now, as the command line's
+/// is at start (the other files are checked by the engine's validation).
+fn tls(raw: RawTls) -> Result<api::Tls, FetchError> {
+    let key_password = match raw.key_password_file {
+        Some(file) => Some(
+            crate::config::read_secret(&file)
+                .map_err(|e| invalid(&format!("`tls.key_password_file`: {e}")))?
+                .expose()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(api::Tls {
+        ca_file: raw.ca_file,
+        ca_path: raw.ca_path,
+        cert: raw.cert,
+        key: raw.key,
+        key_password,
+        verify_peer: !raw.insecure,
+        verify_host: !raw.insecure,
+        ..api::Tls::default()
+    })
 }
 
 #[derive(Deserialize)]
@@ -351,13 +393,22 @@ pub(crate) fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
         Some("mirrors") => members
             .deserialize::<RawMirrors>(fields)
             .map_err(named)
-            .map(|raw| {
-                Request::Mirrors(api::MirrorSet {
+            .and_then(|raw| {
+                let tls = raw
+                    .tls
+                    .map(tls)
+                    .transpose()
+                    .map_err(|error| Rejected { id: None, error })?;
+                Ok(Request::Mirrors(api::MirrorSet {
                     set: raw.set,
                     urls: raw.urls,
                     max_per_mirror: raw.max_per_mirror,
                     auth: raw.auth.map(Into::into),
-                })
+                    route: api::Route {
+                        proxy: raw.proxy,
+                        tls: tls.map(Box::new),
+                    },
+                }))
             }),
         Some("cancel") => members
             .deserialize::<RawCancel>(fields)
@@ -504,6 +555,8 @@ enum Wire<'a> {
         protocol: u32,
         libcurl: &'a str,
         features: &'a [&'a str],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        insecure: Option<bool>,
     },
     Start {
         id: &'a str,

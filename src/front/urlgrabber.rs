@@ -495,6 +495,8 @@ impl Failure {
             ErrorKind::TooManyRedirects => curl(47),
             ErrorKind::TooLarge => curl(63),
             ErrorKind::Tls => curl(35),
+            // pycurl says 5 (could not resolve proxy), 7 or 97; 7 is what a dead proxy gives.
+            ErrorKind::Proxy => curl(7),
             ErrorKind::Network | ErrorKind::SizeMismatch | ErrorKind::ChecksumMismatch => curl(56),
         }
     }

@@ -1,26 +1,27 @@
 //! The libcurl handle of one attempt, configured: the helper-wide options (protocols and the
-//! narrower set a redirect may reach, no decoding of Content-Encoding, timeouts, trust) once
-//! per handle, and the request's own (URL, range, conditional and custom headers) on every
-//! attempt, each set or cleared so that nothing of one request rides into the next: a
-//! request's headers and credentials least of all, as handles serve one host after another.
-//! An attempt with headers or credentials follows its redirects through the engine
-//! ([`follows_itself`], [`redirect`]), which sends them to their own origin only.
+//! narrower set a redirect may reach, no decoding of Content-Encoding) once per handle, and
+//! the request's own (URL, range, conditional and custom headers, credentials, timeouts, and
+//! its route: proxy and TLS, in `net::route`) on every attempt, each set or cleared so that
+//! nothing of one request rides into the next: a request's headers and credentials least of
+//! all, as handles serve one host after another. An attempt with headers or credentials
+//! follows its redirects through the engine ([`follows_itself`], [`redirect`]), which sends
+//! them to their own origin only.
 //!
-//! A new per-request curl option goes in [`configure_request`]; a new helper-wide one in
-//! [`configure_handle`].
+//! A new per-request curl option goes in [`configure_request`] (or `net::route` for proxy and
+//! TLS); a new helper-wide one in [`configure_handle`].
 
-use std::ffi::{c_char, CStr};
-use std::path::Path;
+use std::ffi::CStr;
 use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List, NetRc};
 
-use crate::api::{Credentials, Download, LowSpeed, Tls, Transport};
+use crate::api::{Credentials, Download, LowSpeed, Route, Transport};
 use crate::body::hasher::Hasher;
 use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
 use crate::error::FetchError;
+use crate::net::route;
 use crate::net::transfer::{AlpnLearner, BodyMode, Transfer};
 use crate::net::url::{has_userinfo, is_http};
 
@@ -35,6 +36,8 @@ pub(crate) struct Attempt<'a> {
     pub alpn_learner: Option<AlpnLearner>,
     /// Credentials for the URL's origin: the request's own, else its mirror set's.
     pub auth: Option<&'a Credentials>,
+    /// The proxy and TLS settings of the request's mirror set, if it has its own.
+    pub route: Option<&'a Route>,
 }
 
 /// A configured handle for `attempt`. A recycled handle (from an attempt that ended)
@@ -76,10 +79,13 @@ pub(crate) fn build(
     configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
     set_credentials(&mut easy, attempt.auth).map_err(setup_error)?;
     set_pace(&mut easy, request.transport.as_deref(), options).map_err(setup_error)?;
-    if let Some(transport) = &request.transport {
-        // Only on a handle with the helper-wide settings: see `reusable_after`.
-        configure_route(&mut easy, transport).map_err(setup_error)?;
-    }
+    route::apply(
+        &mut easy,
+        request.transport.as_deref(),
+        attempt.route,
+        options,
+    )
+    .map_err(setup_error)?;
     Ok(easy)
 }
 
@@ -171,17 +177,6 @@ fn set_credentials(
             clear_text(easy, curl_sys::CURLOPT_PASSWORD)
         }
     }
-}
-
-/// Whether the handle of an attempt of `request` may serve another request: not after a
-/// request's own proxy or TLS settings, which are not set back (restoring every default
-/// would be more code than a new handle costs; connections live in the multi handle's
-/// pool either way). Its timeouts and speed limit are set on every request.
-pub(crate) fn reusable_after(request: &Download) -> bool {
-    request
-        .transport
-        .as_ref()
-        .is_none_or(|t| t.proxy.is_none() && t.tls == Tls::default())
 }
 
 /// The cap for this body: the exact `size` when known (even above `--max-size`, which is
@@ -276,7 +271,6 @@ fn configure_handle(
     // Package files are hashed exactly as served: never decode Content-Encoding.
     easy.http_content_decoding(false)?;
     easy.useragent(&options.user_agent)?;
-    set_trust(easy, options.ca_file.as_deref())?;
     easy.buffer_size(CURL_RECEIVE_BUFFER)?;
     if http2 {
         easy.http_version(HttpVersion::V2TLS)?;
@@ -340,41 +334,6 @@ fn set_pace(
     easy.max_recv_speed(transport.and_then(|t| t.max_speed).unwrap_or(0))
 }
 
-/// A request's own proxy and TLS settings, over the helper-wide ones of a fresh or
-/// recycled handle (not recycled afterwards: see [`reusable_after`]).
-fn configure_route(easy: &mut Easy2<Transfer>, transport: &Transport) -> Result<(), curl::Error> {
-    if let Some(proxy) = &transport.proxy {
-        easy.proxy(proxy)?;
-    }
-    let tls = &transport.tls;
-    if *tls == Tls::default() {
-        return Ok(());
-    }
-    if let Some(file) = &tls.ca_file {
-        easy.cainfo(file)?;
-    }
-    if let Some(dir) = &tls.ca_path {
-        easy.capath(dir)?;
-    }
-    if let Some(cert) = &tls.cert {
-        easy.ssl_cert(cert)?;
-    }
-    if let Some(kind) = &tls.cert_type {
-        easy.ssl_cert_type(kind)?;
-    }
-    if let Some(key) = &tls.key {
-        easy.ssl_key(key)?;
-    }
-    if let Some(kind) = &tls.key_type {
-        easy.ssl_key_type(kind)?;
-    }
-    if let Some(password) = &tls.key_password {
-        easy.key_password(password)?;
-    }
-    easy.ssl_verify_peer(tls.verify_peer)?;
-    easy.ssl_verify_host(tls.verify_host)
-}
-
 /// No Range header (a recycled handle may have had one).
 fn clear_range(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
     clear_text(easy, curl_sys::CURLOPT_RANGE)
@@ -391,43 +350,6 @@ fn clear_text(easy: &mut Easy2<Transfer>, option: curl_sys::CURLoption) -> Resul
     } else {
         Err(curl::Error::new(code))
     }
-}
-
-/// Which certificate authorities https trusts: `--ca-file` alone, or the system's bundle
-/// file. The curl crate gives every new handle the bundle file *and* the certificate
-/// directory it finds (`openssl-probe`); with a directory set, libcurl neither caches the
-/// trust store nor shares it between connections, so every TLS connection parsed the whole
-/// bundle again (scenario L2 of `make bench` with the system's 144 certificates: 2.2 s of
-/// CPU instead of 0.4), and `--ca-file` was not "instead of the system store" but in
-/// addition to its directory. The directory stays where the system has no bundle file, or
-/// where `SSL_CERT_DIR` names it (an explicit choice, honoured at the old price).
-fn set_trust(easy: &mut Easy2<Transfer>, ca_file: Option<&Path>) -> Result<(), curl::Error> {
-    if let Some(ca_file) = ca_file {
-        easy.cainfo(ca_file)?;
-    } else if system_bundle().is_none() || std::env::var_os("SSL_CERT_DIR").is_some() {
-        return Ok(());
-    }
-    // SAFETY: a valid easy handle; a null string restores "no directory".
-    let code = unsafe {
-        curl_sys::curl_easy_setopt(
-            easy.raw(),
-            curl_sys::CURLOPT_CAPATH,
-            std::ptr::null::<c_char>(),
-        )
-    };
-    if code != curl_sys::CURLE_OK {
-        return Err(curl::Error::new(code));
-    }
-    Ok(())
-}
-
-/// The system's CA bundle file, as the curl crate finds it for every handle.
-fn system_bundle() -> Option<&'static Path> {
-    static PROBED: std::sync::OnceLock<openssl_probe::ProbeResult> = std::sync::OnceLock::new();
-    PROBED
-        .get_or_init(openssl_probe::probe)
-        .cert_file
-        .as_deref()
 }
 
 /// Which schemes a request may use (set once per handle). The curl crate does not wrap the

@@ -2,7 +2,7 @@
 //! success or one [`FetchError`], before the bytes are verified.
 
 use crate::error::FetchError;
-use crate::net::classify::classify;
+use crate::net::classify::{classify, proxy_denied, ProxyFacts};
 use crate::net::transfer::{BodyMode, Transfer};
 
 /// The verdict on a finished attempt, before the bytes are verified.
@@ -23,18 +23,21 @@ pub(crate) fn judge(
     transfer: &mut Transfer,
     result: Result<(), curl::Error>,
     status: u32,
+    proxy: ProxyFacts,
 ) -> Verdict {
     let (conditional, size) = (transfer.conditional, transfer.size);
     let error = match (transfer.failure.take(), result) {
         (Some(failure), _) => failure,
         (None, Err(_)) if transfer.complete_early => return Verdict::Body,
-        (None, Err(err)) => classify(&err, status),
+        (None, Err(err)) => classify(&err, status, proxy),
         (None, Ok(())) if !transfer.http => return Verdict::Body,
         (None, Ok(())) if status == 304 && conditional => return Verdict::NotModified,
         (None, Ok(())) if status == 206 && transfer.mode == BodyMode::Whole => {
             FetchError::HttpStatus { status }
         }
         (None, Ok(())) if (200..300).contains(&status) => return Verdict::Body,
+        // libcurl does not fail a 407 when it had proxy credentials to offer.
+        (None, Ok(())) if status == 407 && proxy.used => proxy_denied(407),
         (None, Ok(())) => FetchError::HttpStatus { status },
     };
     if let (BodyMode::Resume { offset }, Some(416)) = (transfer.mode, error.status()) {

@@ -1,4 +1,5 @@
-//! Mirror sets, and the health of each mirror across every download of the run.
+//! Mirror sets (their mirrors, and the proxy and TLS settings each set's requests use), and
+//! the health of each mirror across every download of the run.
 //!
 //! A download names a set and a path; for each attempt the engine asks [`Mirrors::choose`]
 //! for a base URL. The choice prefers, in order: a mirror this download has not tried yet,
@@ -14,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::api::{Credentials, MirrorSet};
+use crate::api::{Credentials, MirrorSet, Route};
 use crate::error::Disposition;
 use crate::net::url::redacted;
 
@@ -88,6 +89,8 @@ pub(crate) struct Mirrors {
     sets: HashMap<String, Vec<String>>,
     /// The credentials of the sets that gave `auth` (kept once per set, not per download).
     auth: HashMap<String, Credentials>,
+    /// Only sets with settings of their own.
+    routes: HashMap<String, Route>,
     health: HashMap<String, Health>,
     /// The earliest time a mirror put aside comes back.
     next_return: Option<Instant>,
@@ -100,6 +103,7 @@ impl Mirrors {
             sets: HashMap::new(),
             health: HashMap::new(),
             auth: HashMap::new(),
+            routes: HashMap::new(),
             next_return: None,
         }
     }
@@ -120,12 +124,30 @@ impl Mirrors {
             Some(auth) => self.auth.insert(decl.set.clone(), auth),
             None => self.auth.remove(&decl.set),
         };
+        if decl.route == Route::default() {
+            self.routes.remove(&decl.set);
+        } else {
+            if decl.route.tls.as_ref().is_some_and(|t| !t.verify_peer) {
+                eprintln!(
+                    "fetchmux: WARNING: mirror set `{}` is insecure: its servers' TLS \
+                     certificates are not verified, so anyone on the path can serve anything \
+                     (only the requests' digests still protect them)",
+                    decl.set
+                );
+            }
+            self.routes.insert(decl.set.clone(), decl.route);
+        }
         self.sets.insert(decl.set, decl.urls);
     }
 
     /// The credentials the set was declared with, if any (as last declared).
     pub fn auth(&self, set: &str) -> Option<&Credentials> {
         self.auth.get(set)
+    }
+
+    /// The proxy and TLS settings of `set`, when it has its own.
+    pub fn route(&self, set: &str) -> Option<&Route> {
+        self.routes.get(set)
     }
 
     /// The base URLs of a set, in declared order.
@@ -320,6 +342,7 @@ mod tests {
                 urls: urls.iter().map(|u| u.to_string()).collect(),
                 max_per_mirror: Some(max),
                 auth: None,
+                route: Default::default(),
             },
             4,
         );

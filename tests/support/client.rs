@@ -1,7 +1,7 @@
 //! Drives the real `fetchmux` binary the way a package manager would: requests in on stdin,
 //! events out on stdout. Every event line is checked against docs/protocol.schema.json.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -132,9 +132,9 @@ impl Helper {
     }
 
     fn spawn_command(mut command: Command) -> Helper {
+        // stderr: inherited unless the caller set it.
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawning fetchmux");
         let stdout = child.stdout.take().unwrap();
@@ -265,6 +265,50 @@ pub fn run_env(args: &[&str], env: &[(&str, &Path)], requests: &[Value]) -> Run 
     }
     helper.send_raw(&text);
     helper.finish()
+}
+
+/// The proxy variables libcurl reads, in both cases: removed for runs that must not depend
+/// on the machine's environment.
+pub const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+];
+
+/// [`run`] without any proxy variable in the environment except those of `env`, with the
+/// helper's stderr captured (and echoed, for the test's log).
+pub fn run_logged(args: &[&str], env: &[(&str, &str)], requests: &[Value]) -> (Run, String) {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    for name in PROXY_VARS {
+        command.env_remove(name);
+    }
+    command.envs(env.iter().copied());
+    let mut helper = Helper::spawn_command(command);
+    let mut stderr = helper.child.stderr.take().expect("stderr is a pipe");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut text = String::new();
+    for request in requests {
+        text.push_str(&request.to_string());
+        text.push('\n');
+    }
+    helper.send_raw(&text);
+    let run = helper.finish();
+    let stderr = reader.join().expect("reading stderr");
+    eprint!("{stderr}");
+    (run, stderr)
 }
 
 impl Run {

@@ -121,9 +121,10 @@ fn a_continued_prefix_that_does_not_match_fails_the_checksum() {
     assert!(!dest.exists(), "unverified bytes never sit at dest");
 }
 
-/// A request's own proxy, low-speed guard and speed limit apply to it alone: a handle that
-/// carried a proxy is not reused, and timeouts and speed limits are set on every request
-/// (the plain download after the throttled one reuses its handle, at full speed).
+/// A request's own proxy, low-speed guard and speed limit apply to it alone: the proxy (a
+/// dead one: kind `proxy`), timeouts and speed limits are set or cleared on every request,
+/// so the handles are reused (the plain download after the throttled one reuses its handle,
+/// at full speed; every request after the proxied one goes direct).
 #[test]
 fn a_request_with_its_own_transport() {
     let server = TestServer::start();
@@ -196,7 +197,7 @@ fn a_request_with_its_own_transport() {
         matches!(
             outcome("proxied"),
             Some(Seen::Failed {
-                kind: ErrorKind::Connect,
+                kind: ErrorKind::Proxy,
                 ..
             })
         ),

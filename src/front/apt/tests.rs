@@ -26,6 +26,7 @@ impl Harness {
             version: "0",
             libcurl: "0",
             http2: false,
+            insecure: false,
         };
         h.front
             .start(&about, &mut Io::new(&mut h.out, &mut h.submitted));
