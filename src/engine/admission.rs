@@ -137,7 +137,8 @@ impl Engine {
             job.cost = cost;
             let request = &job.request;
             if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
-                if let Some(verified) = sink::cached(&request.dest, request.size, &request.hashes) {
+                let cached = sink::cached(&self.root, &request.dest, request.size, &request.hashes);
+                if let Some(verified) = cached {
                     self.scheduler.release(&ticket.slot, cost);
                     let job = self.downloads.remove(key).job;
                     let outcome = Outcome::Cached {
@@ -164,6 +165,7 @@ impl Engine {
             token: key,
             buffer,
             alpn_learner,
+            root: &self.root,
         };
         let easy = match handle::build(
             attempt,
