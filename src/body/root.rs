@@ -170,14 +170,21 @@ impl Root {
             .below(dir)
             .map_err(|why| escape(format!("{} {why}", dir.display())))?;
         let escaped = |e: std::io::Error| {
-            if is_escape(&e) {
+            if !is_escape(&e) {
+                e
+            } else if NO_OPENAT2.load(Ordering::Relaxed) {
+                escape(format!(
+                    "{} passes through a symbolic link, which --root {} does not follow on a \
+                     kernel without openat2 (use real directories below the root)",
+                    dir.display(),
+                    confined.shown.display()
+                ))
+            } else {
                 escape(format!(
                     "{} leads out of --root {} through a symbolic link",
                     dir.display(),
                     confined.shown.display()
                 ))
-            } else {
-                e
             }
         };
         match beneath(confined.fd.as_raw_fd(), &below, flags) {
