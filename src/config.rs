@@ -129,6 +129,18 @@ pub struct Options {
     #[arg(long, value_name = "FILE", value_parser = readable_file)]
     pub netrc_file: Option<std::path::PathBuf>,
 
+    /// Every `dest` must lie in this directory: relative ones are taken from it, absolute
+    /// ones must be below it, and no `..` or symbolic link may lead out of it (checked by
+    /// the kernel, openat2 RESOLVE_BENEATH). It must exist when the helper starts.
+    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
+    pub root: Option<std::path::PathBuf>,
+
+    /// Allow `file://` sources (off by default: any file the helper can read could be
+    /// copied into the cache). The urlgrabber-ext-down protocol has them on, as yum's own
+    /// helper does.
+    #[arg(long)]
+    pub file_urls: bool,
+
     /// User-Agent header sent with every HTTP request.
     #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
     pub user_agent: String,
@@ -180,6 +192,23 @@ impl Options {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout)
+    }
+
+    /// Whether requests may name `file://` sources: with `--file-urls`, and always for
+    /// urlgrabber's protocol (yum repositories on local disk are `file://` URLs, which
+    /// yum's stock helper fetches).
+    pub fn file_urls_allowed(&self) -> bool {
+        self.file_urls || self.mode == Some(Mode::UrlgrabberExtDown)
+    }
+}
+
+/// A path that names a directory now: `--root` is opened once, at start.
+fn existing_dir(text: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(text);
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(path),
+        Ok(_) => Err(format!("`{text}` is not a directory")),
+        Err(e) => Err(format!("cannot use `{text}`: {e}")),
     }
 }
 
@@ -308,6 +337,32 @@ mod tests {
         assert_eq!(o.max_parallel, 32);
         assert!(Options::try_parse_from(["fetchmux", "--max-parallel", "0"]).is_err());
         assert_eq!(o.mode, None);
+    }
+
+    #[test]
+    fn root_must_be_a_directory_and_file_urls_are_opt_in_except_for_urlgrabber() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let o = Options::try_parse_from(["fetchmux", "--root", d]).unwrap();
+        assert_eq!(o.root.as_deref(), Some(dir.path()));
+        assert!(!o.file_urls_allowed());
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        for bad in [file, dir.path().join("missing")] {
+            let err = Options::try_parse_from(["fetchmux", "--root", bad.to_str().unwrap()])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(bad.to_str().unwrap()), "{err}");
+        }
+        assert!(from(&["fetchmux", "--file-urls"])
+            .unwrap()
+            .file_urls_allowed());
+        assert!(from(&["/usr/libexec/urlgrabber-ext-down"])
+            .unwrap()
+            .file_urls_allowed());
+        assert!(!from(&["/usr/lib/apt/methods/http"])
+            .unwrap()
+            .file_urls_allowed());
     }
 
     #[test]

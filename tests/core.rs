@@ -389,7 +389,7 @@ fn stdin_may_be_a_regular_file() {
     let requests = dir.path().join("requests.jsonl");
     std::fs::write(&requests, text).unwrap();
     let stdin = std::fs::File::open(&requests).unwrap();
-    let run = Helper::spawn_with(&[], stdin.into()).collect();
+    let run = Helper::spawn_with(&["--file-urls"], stdin.into()).collect();
     run.assert_framing();
     assert_eq!(run.status, 0);
     for (i, body) in bodies.iter().enumerate() {
@@ -413,7 +413,7 @@ fn stdin_may_be_dev_null() {
 fn stdin_may_be_a_pipe_fed_slowly() {
     let dir = tempfile::tempdir().unwrap();
     let (text, bodies) = file_requests(dir.path(), 5);
-    let mut helper = Helper::spawn(&[]);
+    let mut helper = Helper::spawn(&["--file-urls"]);
     for line in text.lines() {
         // Split lines across writes to exercise reassembly.
         let (a, b) = line.split_at(line.len() / 2);
@@ -439,7 +439,7 @@ fn twenty_thousand_requests_before_reading_anything() {
         text.push_str(&request.to_string());
         text.push('\n');
     }
-    let mut helper = Helper::spawn(&["--max-parallel", "64"]);
+    let mut helper = Helper::spawn(&["--max-parallel", "64", "--file-urls"]);
     // All 20,000 lines (about 3 MB, far beyond a pipe's buffer) are written before a single
     // event is read: a helper that blocked on stdout would deadlock here.
     let watchdog_pid = helper.pid();

@@ -807,7 +807,7 @@ fn a_file_url_of_a_directory_is_not_found_and_not_retried() {
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let url = format!("file://{}", source.display());
-    let run = client::run(&[], &[download("d", &url, &out.join("d"))]);
+    let run = client::run(&["--file-urls"], &[download("d", &url, &out.join("d"))]);
     assert_eq!(run.failed_kind("d"), "not_found");
     let failed = run.outcome("d");
     assert_eq!(failed["attempts"].as_array().unwrap().len(), 1, "{failed}");

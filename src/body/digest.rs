@@ -129,14 +129,11 @@ pub fn to_hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Digests of a file already on disk (used to decide whether an existing `dest` can be
-/// trusted). Reads in 256 KiB blocks.
-pub fn digest_file(
-    path: &std::path::Path,
+/// The length and the `wanted` digests of what `file` holds from where it is read.
+pub fn digest_reader(
+    mut file: impl std::io::Read,
     wanted: impl IntoIterator<Item = Algorithm>,
 ) -> std::io::Result<(u64, Vec<(Algorithm, String)>)> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     let mut digests = Digests::new(wanted);
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0u64;

@@ -129,7 +129,7 @@ fn temp_pid(name: &OsStr) -> Option<u32> {
     field.parse().ok()
 }
 
-/// Remove the temporary file `name` in `dir` if it is stale, that is all of:
+/// Remove the temporary file `name` in the directory `dirfd` if it is stale, that is all of:
 /// - it ends in `.fetchmux-tmp` (partials, `.fetchmux-partial`, are never touched);
 /// - its status changed (ctime, which `utimes` cannot set back) before this process started,
 ///   so it is no file a sibling has just created and not yet locked;
@@ -139,20 +139,24 @@ fn temp_pid(name: &OsStr) -> Option<u32> {
 /// - the pid in its name is not a running process here, or is this process (a file older
 ///   than this process cannot be its own): a fetchmux too old to lock is left alone.
 ///
+/// Everything is relative to `dirfd` (opened beneath `--root` where there is one), so a
+/// directory swapped for a symbolic link cannot make this remove a file elsewhere.
 /// Returns whether it was removed.
-pub fn remove_if_stale(dir: &Path, name: &OsStr) -> bool {
+pub fn remove_if_stale(dirfd: RawFd, name: &OsStr) -> bool {
     if !name.as_bytes().ends_with(TEMP_SUFFIX.as_bytes()) {
         return false;
     }
     let started = note_start();
-    let path = dir.join(name);
+    let Ok(c_name) = c_path(name) else {
+        return false;
+    };
     // Never blocks on a FIFO, never follows a symbolic link.
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(file) = File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(&path)
-    else {
+    let Ok(file) = openat(
+        dirfd,
+        &c_name,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW,
+    )
+    .map(File::from) else {
         return false;
     };
     let Ok(meta) = file.metadata() else {
@@ -174,25 +178,106 @@ pub fn remove_if_stale(dir: &Path, name: &OsStr) -> bool {
         return false;
     }
     // Still the same file under that name (not renamed into place meanwhile)?
-    match std::fs::symlink_metadata(&path) {
-        Ok(now) if now.ino() == meta.ino() && now.dev() == meta.dev() => {
-            std::fs::remove_file(&path).is_ok()
+    match lstatat(dirfd, &c_name) {
+        Ok(now) if now.st_ino == meta.ino() && now.st_dev == meta.dev() => {
+            // SAFETY: a valid directory descriptor and NUL-terminated name.
+            unsafe { libc::unlinkat(dirfd, c_name.as_ptr(), 0) == 0 }
         }
         _ => false,
     }
 }
 
+/// `fstatat(2)` of `name` in `dirfd`, not following a final symbolic link.
+pub fn lstatat(dirfd: RawFd, name: &CStr) -> std::io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor, a NUL-terminated name and a `stat` to fill.
+    let r = unsafe { libc::fstatat(dirfd, name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 {
+        Ok(stat)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether a `stat` describes a regular file.
+pub fn is_regular(stat: &libc::stat) -> bool {
+    stat.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// `mkdirat(2)` of one directory (mode 0777 less the umask); an existing name is fine (what
+/// it is, the next open beneath the root decides).
+pub fn mkdirat(dirfd: RawFd, name: &CStr) -> std::io::Result<()> {
+    // SAFETY: a valid descriptor and a NUL-terminated name.
+    if unsafe { libc::mkdirat(dirfd, name.as_ptr(), 0o777) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.kind() == std::io::ErrorKind::AlreadyExists {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// The names in the directory `dir` (opened for reading), `.` and `..` left out; at most
+/// `limit` of them (one more says there are more).
+pub fn names(dir: &OwnedFd, limit: usize) -> std::io::Result<Vec<OsString>> {
+    // SAFETY: duplicating a valid descriptor; `fdopendir` owns the copy, `closedir` closes it.
+    let fd = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor of a directory opened for reading.
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let err = std::io::Error::last_os_error();
+        // SAFETY: `fdopendir` failed, so the copy is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(err);
+    }
+    let mut names = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; cleared to tell the end from an error.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: a valid stream; the entry lives until the next `readdir`.
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            let err = std::io::Error::last_os_error();
+            break match err.raw_os_error() {
+                Some(0) | None => Ok(()),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: `d_name` is NUL-terminated.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        names.push(OsStr::from_bytes(name).to_os_string());
+        if names.len() > limit {
+            break Ok(());
+        }
+    };
+    // SAFETY: the stream from `fdopendir`, closed once.
+    unsafe { libc::closedir(stream) };
+    result.map(|()| names)
+}
+
+/// Leave the permission bits of `file` at most `mask` (a `file://` source's own bits, so a
+/// 0600 source never becomes a 0644 copy).
+pub fn restrict_mode(file: &File, mask: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode() & 0o7777;
+    if mode & !mask == 0 {
+        return Ok(());
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(mode & mask))
+}
+
 /// [`temp_name`] beside `dest`, in the same directory.
 pub fn temp_path(dest: &Path) -> PathBuf {
     dest.with_file_name(temp_name(dest.file_name().unwrap_or_default()))
-}
-
-/// Give the file at `path` the modification time `time` (the server's `Last-Modified`).
-pub fn set_mtime(path: &Path, time: std::time::SystemTime) -> std::io::Result<()> {
-    std::fs::File::options()
-        .write(true)
-        .open(path)?
-        .set_modified(time)
 }
 
 /// The directory `dest` goes in: its parent, or `.` for a bare name.
@@ -450,12 +535,11 @@ mod tests {
         let dead = ".a.99999999.0123456789abcdef.0.fetchmux-tmp";
         std::fs::write(dir.path().join(dead), b"x").unwrap();
         // Created after this process started: not stale, whoever made it.
-        assert!(!remove_if_stale(dir.path(), OsStr::new(dead)));
+        let dirfd = openat(CWD, &c_path(dir.path()).unwrap(), libc::O_PATH).unwrap();
+        let dirfd = dirfd.as_raw_fd();
+        assert!(!remove_if_stale(dirfd, OsStr::new(dead)));
         // A partial is never a temporary file.
-        assert!(!remove_if_stale(
-            dir.path(),
-            OsStr::new(".a.fetchmux-partial")
-        ));
+        assert!(!remove_if_stale(dirfd, OsStr::new(".a.fetchmux-partial")));
         assert!(dir.path().join(dead).exists());
     }
 }

@@ -18,21 +18,33 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::body::fs;
+use crate::body::root::Root;
 
 /// A directory with more entries than this is not indexed: every `dest` in it is looked at
 /// on disk, as before.
 const MAX_NAMES: usize = 1 << 20;
 
-#[derive(Default)]
 pub struct KnownFiles {
+    /// Directories are opened beneath it (`--root`): their names are read, and stale files
+    /// removed, only there.
+    root: Arc<Root>,
     /// Per directory: the names in it, or `None` when it could not be indexed.
     dirs: HashMap<PathBuf, Option<HashSet<OsString>>>,
 }
 
 impl KnownFiles {
+    pub fn new(root: Arc<Root>) -> KnownFiles {
+        KnownFiles {
+            root,
+            dirs: HashMap::new(),
+        }
+    }
+
     /// Might `dest` exist? `false` only when its directory's index says it does not.
     pub fn may_exist(&mut self, dest: &Path) -> bool {
         let Some((dir, name)) = split(dest) else {
@@ -43,7 +55,7 @@ impl KnownFiles {
             None => self
                 .dirs
                 .entry(dir.to_path_buf())
-                .or_insert_with(|| index(dir)),
+                .or_insert_with(|| index(&self.root, dir)),
         };
         names.as_ref().is_none_or(|names| names.contains(name))
     }
@@ -74,26 +86,26 @@ fn split(dest: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
     Some((dir, name))
 }
 
-/// The names in `dir`: empty if it does not exist (yet); `None` if it cannot be read or
-/// is too large to keep.
-fn index(dir: &Path) -> Option<HashSet<OsString>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
+/// The names in `dir` (opened beneath the root): empty if it does not exist (yet); `None`
+/// if it cannot be read (or leads out of the root) or is too large to keep.
+fn index(root: &Root, dir: &Path) -> Option<HashSet<OsString>> {
+    let fd = match root.open_dir(dir, false, libc::O_RDONLY) {
+        Ok(fd) => fd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(HashSet::new()),
         Err(_) => return None,
     };
-    let mut names = HashSet::new();
-    for entry in entries {
-        let name = entry.ok()?.file_name();
+    let listed = fs::names(&fd, MAX_NAMES).ok()?;
+    if listed.len() > MAX_NAMES {
+        return None;
+    }
+    let mut names = HashSet::with_capacity(listed.len());
+    for name in listed {
         // Reading a directory once is also when stale temporary files of a dead helper in it
         // are removed (docs/design.md, "What a killed helper leaves").
-        if fs::remove_if_stale(dir, &name) {
+        if fs::remove_if_stale(fd.as_raw_fd(), &name) {
             continue;
         }
         names.insert(name);
-        if names.len() > MAX_NAMES {
-            return None;
-        }
     }
     Some(names)
 }
@@ -106,7 +118,7 @@ mod tests {
     fn names_present_at_first_look_or_placed_since_may_exist() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("old"), b"x").unwrap();
-        let mut known = KnownFiles::default();
+        let mut known = KnownFiles::new(Root::unconfined());
         assert!(known.may_exist(&dir.path().join("old")));
         assert!(!known.may_exist(&dir.path().join("new")));
         known.placed(&dir.path().join("new"));

@@ -8,6 +8,7 @@ pub mod hasher;
 pub mod known_files;
 pub mod partial;
 pub mod placer;
+pub mod root;
 pub mod sink;
 pub mod store;
 

@@ -6,12 +6,17 @@
 //! rest. Bytes found on disk are never trusted: a partial is only continued if its record
 //! is ours, names the same download, and the bytes still hash to what the record says.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::body::digest::{Algorithm, Digests};
+use crate::body::fs;
 use crate::http_date;
 
 /// Suffix of a resumable partial; its record adds `.meta`.
@@ -45,9 +50,14 @@ struct PartialRecord {
 }
 
 /// A resumable download's store: its file under the stable name, and what its record will
-/// say.
+/// say. Every operation is on names in `dest`'s directory, as a descriptor the sink opened
+/// (beneath `--root` where there is one), and never follows a symbolic link: a link at the
+/// partial's name is nobody's partial.
 pub struct Partial {
+    /// For messages: the partial's path as `dest` names it.
     pub(super) path: PathBuf,
+    /// Its name in `dest`'s directory.
+    name: CString,
     /// Open from the start when a kept partial is continued, else from the first byte.
     pub(super) file: Option<File>,
     /// Bytes not yet written (coalescing curl's small pieces of a body too big for
@@ -70,8 +80,12 @@ pub struct Continued {
 impl Partial {
     /// The partial of the download of `dest` that must turn out to be `identity`.
     pub fn new(dest: &Path, identity: Identity) -> Partial {
+        let path = partial_path_for(dest);
+        let name =
+            CString::new(path.file_name().unwrap_or_default().as_bytes()).unwrap_or_default();
         Partial {
-            path: partial_path_for(dest),
+            path,
+            name,
             file: None,
             pending: Vec::new(),
             identity,
@@ -80,29 +94,33 @@ impl Partial {
         }
     }
 
-    /// Continue our partial of the same download if there is a sound one (its digests
-    /// recomputed from the bytes); else remove whatever is there, never trusted, never
-    /// appended to.
+    /// Continue our partial of the same download in the directory `dir` if there is a sound
+    /// one (its digests recomputed from the bytes); else remove whatever is there, never
+    /// trusted, never appended to.
     pub fn continue_or_clear(
         &mut self,
+        dir: RawFd,
         dest: &Path,
         wanted: &[Algorithm],
         limit: Option<u64>,
     ) -> Option<Continued> {
-        let continued = self.reopen(dest, wanted, limit);
+        let continued = self.reopen(dir, dest, wanted, limit);
         if continued.is_none() {
-            self.remove_files();
+            self.remove_files(dir);
         }
         continued
     }
 
     fn reopen(
         &mut self,
+        dir: RawFd,
         dest: &Path,
         wanted: &[Algorithm],
         limit: Option<u64>,
     ) -> Option<Continued> {
-        let meta = std::fs::read(meta_path_for(&self.path)).ok()?;
+        let mut meta = Vec::new();
+        let mut record_file = open_at(dir, &self.meta_name(), libc::O_RDONLY).ok()?;
+        record_file.read_to_end(&mut meta).ok()?;
         let record: PartialRecord = serde_json::from_slice(&meta).ok()?;
         let sound = record.fetchmux_partial == 1
             && record.dest == dest
@@ -114,11 +132,11 @@ impl Partial {
         }
         // The digests of a kept prefix are recomputed from the bytes, never trusted.
         let mut digests = Digests::new(wanted.iter().copied());
-        let length = feed_file(&self.path, &mut digests).ok()?;
+        let file = open_at(dir, &self.name, libc::O_RDWR | libc::O_APPEND).ok()?;
+        let length = feed_file(&file, &mut digests).ok()?;
         if length != record.length || digests.sha256_so_far() != record.sha256_prefix {
             return None;
         }
-        let file = OpenOptions::new().append(true).open(&self.path).ok()?;
         self.file = Some(file);
         Some(Continued {
             digests,
@@ -132,15 +150,25 @@ impl Partial {
     }
 
     /// Open the partial for a body written from its first byte: truncate whatever
-    /// untrusted file is at the stable name.
-    pub fn open(path: &Path) -> std::io::Result<File> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+    /// untrusted file is at the stable name (never through a symbolic link).
+    pub fn open(&self, dir: RawFd) -> std::io::Result<File> {
+        let file = open_at(
+            dir,
+            &self.name,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
+        )?;
         file.set_len(0)?;
         Ok(file)
+    }
+
+    /// What the bytes must turn out to be.
+    pub fn identity(&self) -> Identity {
+        self.identity.clone()
+    }
+
+    /// The partial's name in its directory (to rename it onto `dest`).
+    pub fn name(&self) -> &CStr {
+        &self.name
     }
 
     /// The response's validators, recorded with a kept partial for `If-Range`.
@@ -162,6 +190,7 @@ impl Partial {
     /// pending bytes must have been written.
     pub fn write_record(
         &mut self,
+        dir: RawFd,
         dest: &Path,
         length: u64,
         sha256_prefix: String,
@@ -175,54 +204,71 @@ impl Partial {
             etag: self.validators.0.take(),
             last_modified: self.validators.1.take(),
         };
-        let meta = meta_path_for(&self.path);
-        let staging = meta.with_extension("meta-new");
-        std::fs::write(&staging, serde_json::to_vec(&record)?)?;
-        std::fs::rename(&staging, &meta)
+        let meta = self.meta_name();
+        let staging = suffixed(&self.name, ".meta-new");
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        open_at(dir, &staging, flags)?.write_all(&serde_json::to_vec(&record)?)?;
+        fs::renameat(dir, &staging, &meta)
     }
 
     /// Close the file and remove it with its record.
-    pub fn remove_files(&mut self) {
+    pub fn remove_files(&mut self, dir: RawFd) {
         self.keep = false;
         self.file = None;
-        let _ = std::fs::remove_file(&self.path);
-        self.remove_record();
+        fs::unlinkat(dir, &self.name);
+        self.remove_record(dir);
     }
 
     /// Remove the record (the partial became `dest`, or is gone).
-    pub fn remove_record(&self) {
-        let _ = std::fs::remove_file(meta_path_for(&self.path));
+    pub fn remove_record(&self, dir: RawFd) {
+        fs::unlinkat(dir, &self.meta_name());
+    }
+
+    fn meta_name(&self) -> CString {
+        suffixed(&self.name, ".meta")
     }
 }
 
 /// Make the bytes another program left at `dest` (apt's `partial/` file, urlgrabber's
 /// `reget`) our partial of this download, recorded with the file's mtime as the `If-Range`
 /// validator, so that the resume path asks for the rest and checks everything as usual.
-/// Nothing happens when `dest` holds no bytes, or already the whole expected size (the
-/// cached check has had its say; a fresh body then replaces it).
-pub fn adopt(dest: &Path, identity: &Identity) -> std::io::Result<()> {
-    let meta = match std::fs::symlink_metadata(dest) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+/// Nothing happens when `dest` holds no bytes, is not a regular file (a symbolic link is
+/// never adopted), or already the whole expected size (the cached check has had its say; a
+/// fresh body then replaces it). `dir` is `dest`'s directory.
+pub fn adopt(dir: RawFd, dest: &Path, identity: &Identity) -> std::io::Result<()> {
+    let name = fs::c_path(dest.file_name().unwrap_or_default())?;
+    let file = match open_at(dir, &name, libc::O_RDONLY | libc::O_NONBLOCK) {
+        Ok(file) => file,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP)) => return Ok(()),
         Err(e) => return Err(e),
     };
+    let meta = file.metadata()?;
     if !meta.is_file() || meta.len() == 0 || identity.size.is_some_and(|s| meta.len() >= s) {
         return Ok(());
     }
     let mut digests = Digests::new([]);
-    let length = feed_file(dest, &mut digests)?;
+    let length = feed_file(&file, &mut digests)?;
     let mut partial = Partial::new(dest, identity.clone());
     partial.validators = (None, meta.modified().ok().map(http_date::format));
     // Renamed first: a crash before the record leaves bytes without a record, which the
     // next attempt removes; never a record over bytes it does not describe.
-    std::fs::rename(dest, &partial.path)?;
-    partial.write_record(dest, length, digests.sha256_so_far())
+    fs::renameat(dir, &name, &partial.name)?;
+    partial.write_record(dir, dest, length, digests.sha256_so_far())
 }
 
-/// Feed a file's bytes to `digests`; returns how many there were.
-fn feed_file(path: &Path, digests: &mut Digests) -> std::io::Result<u64> {
-    use std::io::Read;
-    let mut file = File::open(path)?;
+/// `name` in `dir`, never through a symbolic link.
+fn open_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> std::io::Result<File> {
+    fs::openat(dir, name, flags | libc::O_NOFOLLOW).map(File::from)
+}
+
+fn suffixed(name: &CStr, suffix: &str) -> CString {
+    let mut bytes = name.to_bytes().to_vec();
+    bytes.extend_from_slice(suffix.as_bytes());
+    CString::new(bytes).unwrap_or_default()
+}
+
+/// Feed a file's bytes, from its start, to `digests`; returns how many there were.
+fn feed_file(mut file: &File, digests: &mut Digests) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
@@ -242,10 +288,4 @@ fn feed_file(path: &Path, digests: &mut Digests) -> std::io::Result<u64> {
 pub fn partial_path_for(dest: &Path) -> PathBuf {
     let name = dest.file_name().unwrap_or_default().to_string_lossy();
     dest.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
-}
-
-fn meta_path_for(partial: &Path) -> PathBuf {
-    let mut name = partial.as_os_str().to_owned();
-    name.push(".meta");
-    PathBuf::from(name)
 }

@@ -24,12 +24,15 @@ use std::sync::Arc;
 use mio::Waker;
 
 use crate::body::fs;
+use crate::body::root::Root;
 
 /// Verified bytes and where they go.
 #[derive(Debug)]
 pub struct Placement {
     pub dest: PathBuf,
     pub bytes: Vec<u8>,
+    /// The file's permission bits are at most these (a `file://` source's own).
+    pub mode: Option<u32>,
 }
 
 /// What the worker says about the placement with this key; the buffer comes back, empty,
@@ -70,6 +73,8 @@ fn failed(doing: &'static str) -> impl FnOnce(std::io::Error) -> Failed {
 pub struct Placer {
     worker: Option<Sender<(usize, Placement)>>,
     answers: Sender<Answer>,
+    /// Every directory is opened beneath it (`--root`).
+    root: Arc<Root>,
     waker: Arc<Waker>,
     /// The worker has woken the loop and the loop has not yet looked: no need to wake again.
     woken: Arc<AtomicBool>,
@@ -77,11 +82,12 @@ pub struct Placer {
 
 impl Placer {
     /// Answers come on the returned receiver; the loop is woken through `waker`.
-    pub fn new(waker: Arc<Waker>) -> (Placer, Receiver<Answer>) {
+    pub fn new(waker: Arc<Waker>, root: Arc<Root>) -> (Placer, Receiver<Answer>) {
         let (answers, answered) = channel();
         let placer = Placer {
             worker: None,
             answers,
+            root,
             waker,
             woken: Arc::new(AtomicBool::new(false)),
         };
@@ -101,7 +107,7 @@ impl Placer {
             },
             None => placement,
         };
-        let mut directory = Directory::default();
+        let mut directory = Directory::new(Arc::clone(&self.root));
         let _ = self
             .answers
             .send(Answer::for_placement(key, &mut directory, placement));
@@ -118,10 +124,11 @@ impl Placer {
         let answers = self.answers.clone();
         let waker = Arc::clone(&self.waker);
         let woken = Arc::clone(&self.woken);
+        let root = Arc::clone(&self.root);
         let spawned = std::thread::Builder::new()
             .name("fetchmux-place".into())
             .spawn(move || {
-                let mut directory = Directory::default();
+                let mut directory = Directory::new(root);
                 for (key, placement) in rx {
                     let answer = Answer::for_placement(key, &mut directory, placement);
                     if answers.send(answer).is_err() {
@@ -144,7 +151,7 @@ impl Placer {
 
 impl Answer {
     fn for_placement(key: usize, directory: &mut Directory, placement: Placement) -> Answer {
-        let result = directory.place(&placement.dest, &placement.bytes);
+        let result = directory.place(&placement.dest, &placement.bytes, placement.mode);
         let mut buffer = placement.bytes;
         buffer.clear();
         Answer {
@@ -155,9 +162,10 @@ impl Answer {
     }
 }
 
-/// The directory files were last placed in, kept open.
-#[derive(Default)]
+/// The directory files were last placed in, kept open (as opened beneath the root: a link
+/// put in its place later does not redirect the files that follow).
 struct Directory {
+    root: Arc<Root>,
     path: PathBuf,
     fd: Option<OwnedFd>,
     /// `O_TMPFILE` failed here: named temporary files instead.
@@ -165,8 +173,18 @@ struct Directory {
 }
 
 impl Directory {
-    /// Write `bytes` to a new file and give it the name `dest`, replacing what is there.
-    fn place(&mut self, dest: &Path, bytes: &[u8]) -> Result<(), Failed> {
+    fn new(root: Arc<Root>) -> Directory {
+        Directory {
+            root,
+            path: PathBuf::new(),
+            fd: None,
+            no_tmpfile: false,
+        }
+    }
+
+    /// Write `bytes` to a new file and give it the name `dest`, replacing what is there;
+    /// its permission bits at most `mode` when given.
+    fn place(&mut self, dest: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), Failed> {
         let name = dest.file_name().unwrap_or_default();
         let c_name = fs::c_path(name).map_err(failed("placing"))?;
         let dirfd = self
@@ -177,6 +195,9 @@ impl Directory {
                 Ok(file) => {
                     fs::write_in_pieces(&mut &file, bytes)
                         .map_err(failed("writing a temporary file for"))?;
+                    if let Some(mode) = mode {
+                        fs::restrict_mode(&file, mode).map_err(failed("placing"))?;
+                    }
                     return fs::link_in(&file, dirfd, &c_name, || fs::c_path(fs::temp_name(name)))
                         .map_err(failed("placing"));
                 }
@@ -195,7 +216,9 @@ impl Directory {
             path: Some(dest.with_file_name(std::ffi::OsStr::from_bytes(temp.to_bytes()))),
             error,
         };
-        let written = fs::write_in_pieces(&mut &file, bytes).map_err(|e| on_temp("writing", e));
+        let written = fs::write_in_pieces(&mut &file, bytes)
+            .and_then(|()| mode.map_or(Ok(()), |mode| fs::restrict_mode(&file, mode)))
+            .map_err(|e| on_temp("writing", e));
         let placed =
             written.and_then(|()| fs::renameat(dirfd, &temp, &c_name).map_err(failed("placing")));
         if placed.is_err() {
@@ -211,9 +234,7 @@ impl Directory {
             return Ok(fd.as_raw_fd());
         }
         self.fd = None;
-        let path = fs::c_path(dir)?;
-        let flags = libc::O_PATH | libc::O_DIRECTORY;
-        let fd = fs::open_creating_dir(dir, || fs::openat(fs::CWD, &path, flags))?;
+        let fd = self.root.open_dir(dir, true, libc::O_PATH)?;
         self.path = dir.to_path_buf();
         self.no_tmpfile = false;
         Ok(self.fd.insert(fd).as_raw_fd())
@@ -236,17 +257,17 @@ mod tests {
     #[test]
     fn places_new_files_replaces_old_ones_and_leaves_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let mut directory = Directory::default();
+        let mut directory = Directory::new(Root::unconfined());
         let a = dir.path().join("a");
-        directory.place(&a, b"first").unwrap();
+        directory.place(&a, b"first", None).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"first");
-        directory.place(&a, b"second").unwrap();
+        directory.place(&a, b"second", None).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"second");
         // Another directory, created on the way; then back to the first.
         let b = dir.path().join("sub/dir/b");
-        directory.place(&b, b"").unwrap();
+        directory.place(&b, b"", None).unwrap();
         assert_eq!(std::fs::read(&b).unwrap(), b"");
-        directory.place(&dir.path().join("c"), b"c").unwrap();
+        directory.place(&dir.path().join("c"), b"c", None).unwrap();
         assert_eq!(entries(dir.path()), vec!["a", "c", "sub"]);
         assert_eq!(entries(&dir.path().join("sub/dir")), vec!["b"]);
     }
@@ -254,12 +275,12 @@ mod tests {
     #[test]
     fn named_temporary_files_where_there_is_no_o_tmpfile() {
         let dir = tempfile::tempdir().unwrap();
-        let mut directory = Directory::default();
+        let mut directory = Directory::new(Root::unconfined());
         let a = dir.path().join("a");
         directory.open(dir.path()).unwrap();
         directory.no_tmpfile = true;
-        directory.place(&a, b"one").unwrap();
-        directory.place(&a, b"two").unwrap();
+        directory.place(&a, b"one", None).unwrap();
+        directory.place(&a, b"two", None).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), b"two");
         assert_eq!(entries(dir.path()), vec!["a"]);
     }
@@ -269,7 +290,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let (mut placer, answers) = Placer::new(waker);
+        let (mut placer, answers) = Placer::new(waker, Root::unconfined());
         // A file where a directory should be: the placement fails.
         std::fs::write(dir.path().join("file"), b"x").unwrap();
         let bad = dir.path().join("file/a");
@@ -279,6 +300,7 @@ mod tests {
             Placement {
                 dest: bad,
                 bytes: b"x".to_vec(),
+                mode: None,
             },
         );
         placer.place(
@@ -286,6 +308,7 @@ mod tests {
             Placement {
                 dest: good.clone(),
                 bytes: b"y".to_vec(),
+                mode: None,
             },
         );
         let mut got: Vec<(usize, bool)> = (0..2)

@@ -8,13 +8,17 @@
 //! kept for a later attempt (see [`crate::body::partial`]). Deciding here, in one place,
 //! keeps the write callback's path short: window, cap, digests, store.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::body::digest::{Algorithm, Digests};
+use crate::body::fs;
 use crate::body::hasher::{Accepted, Hasher};
 use crate::body::partial::Partial;
 pub use crate::body::partial::{Identity, ResumeFrom};
 use crate::body::placer::Placement;
+use crate::body::root::Root;
 use crate::body::store::{Store, Temp, NAMED_FILE_ABOVE};
 use crate::error::FetchError;
 
@@ -34,6 +38,13 @@ struct Window {
 /// The receiving end of one attempt.
 pub struct Sink {
     dest: PathBuf,
+    /// Where `dest` must lie (`--root`), and `dest`'s directory opened beneath it: at the
+    /// first byte (or to look for a partial), and kept, so that the file is created, renamed
+    /// and removed in the directory that was checked.
+    root: Arc<Root>,
+    dir: Option<OwnedFd>,
+    /// The placed file's permission bits are at most these (a `file://` source's own).
+    mode: Option<u32>,
     wanted: Vec<Algorithm>,
     /// The digest state, unless a worker holds it ([`Store::Lane`]).
     digests: Digests,
@@ -72,9 +83,12 @@ pub struct Verified {
 impl Sink {
     /// A sink for `dest` that will compute `wanted` digests (plus SHA-256) and refuse more
     /// than `limit` bytes.
-    pub fn new(dest: &Path, wanted: &[Algorithm], limit: Option<u64>) -> Sink {
+    pub fn new(root: &Arc<Root>, dest: &Path, wanted: &[Algorithm], limit: Option<u64>) -> Sink {
         Sink {
             dest: dest.to_path_buf(),
+            root: Arc::clone(root),
+            dir: None,
+            mode: None,
             wanted: wanted.to_vec(),
             digests: Digests::new(wanted.iter().copied()),
             received: 0,
@@ -88,24 +102,65 @@ impl Sink {
     }
 
     /// A sink for a resumable download: continues our partial of the same download if there
-    /// is a sound one (its digests recomputed from the bytes), else starts it afresh.
+    /// is a sound one (its digests recomputed from the bytes), else starts it afresh. With
+    /// `adopt`, the bytes another program left at `dest` become that partial first
+    /// ([`crate::body::partial::adopt`]).
     pub fn resumable(
+        root: &Arc<Root>,
         dest: &Path,
         wanted: &[Algorithm],
         limit: Option<u64>,
         identity: Identity,
+        adopt: bool,
     ) -> (Sink, Option<ResumeFrom>) {
-        let mut sink = Sink::new(dest, wanted, limit);
+        let mut sink = Sink::new(root, dest, wanted, limit);
         let mut partial = Partial::new(dest, identity);
-        let resume = partial
-            .continue_or_clear(dest, wanted, limit)
-            .map(|continued| {
-                sink.digests = continued.digests;
-                sink.received = continued.length;
-                continued.from
-            });
+        // A directory that is not there (or not beneath the root) holds no partial; the
+        // first byte creates it, or fails saying why.
+        sink.dir = root.open_dir(fs::parent(dest), false, libc::O_PATH).ok();
+        let resume = sink.dir.as_ref().and_then(|dir| {
+            let dir = dir.as_raw_fd();
+            if adopt {
+                if let Err(e) = crate::body::partial::adopt(dir, dest, &partial.identity()) {
+                    // The bytes stay where they are and a whole body replaces them.
+                    eprintln!(
+                        "fetchmux: cannot continue {}: {e}; fetching it whole",
+                        dest.display()
+                    );
+                }
+            }
+            partial.continue_or_clear(dir, dest, wanted, limit)
+        });
+        let resume = resume.map(|continued| {
+            sink.digests = continued.digests;
+            sink.received = continued.length;
+            continued.from
+        });
         sink.store = Store::Partial(partial);
         (sink, resume)
+    }
+
+    /// Leave the placed file's permission bits at most `mode` (a `file://` source's own).
+    pub fn limit_mode(&mut self, mode: u32) {
+        self.mode = Some(mode);
+    }
+
+    /// `dest`'s directory, opened beneath the root (created if need be) the first time.
+    fn dir(&mut self) -> Result<RawFd, FetchError> {
+        if let Some(dir) = &self.dir {
+            return Ok(dir.as_raw_fd());
+        }
+        let parent = fs::parent(&self.dest);
+        let dir = self
+            .root
+            .open_dir(parent, true, libc::O_PATH)
+            .map_err(|e| {
+                FetchError::io(
+                    format!("opening the directory of {}", self.dest.display()),
+                    &e,
+                )
+            })?;
+        Ok(self.dir.insert(dir).as_raw_fd())
     }
 
     /// Let a worker of `hasher` hash and write the body if it turns out to be of
@@ -258,7 +313,8 @@ impl Sink {
             }
         }
         let named = self.above_named_file_size();
-        self.store.open(&self.dest, named)?;
+        let dir = self.dir()?;
+        self.store.open(dir, &self.dest, named)?;
         self.hash_on_worker_if_eligible();
         Ok(())
     }
@@ -319,11 +375,14 @@ impl Sink {
         let result = match (verified, memory) {
             (Ok(verified), Some(bytes)) => {
                 let dest = std::mem::take(&mut self.dest);
-                Ok((verified, Some(Placement { dest, bytes })))
+                let mode = self.mode;
+                Ok((verified, Some(Placement { dest, bytes, mode })))
             }
             (Ok(verified), None) => {
                 let named = self.above_named_file_size();
-                let published = self.store.publish(&self.dest, named);
+                let published = self
+                    .dir()
+                    .and_then(|dir| self.store.publish(dir, &self.dest, named, self.mode));
                 published.map(|()| (verified, None))
             }
             (Err(error), _) => Err(error),
@@ -379,16 +438,21 @@ impl Sink {
 
     /// Drop the bytes received so far, leaving no file behind.
     pub fn discard(&mut self) {
-        self.store.discard();
+        // No directory was opened: no file was made.
+        if let Some(dir) = &self.dir {
+            self.store.discard(dir.as_raw_fd());
+        }
+        self.store = Store::Unopened;
     }
 
     /// Write out a kept partial's last bytes and the record saying what they are.
     fn write_record(&mut self) -> std::io::Result<()> {
         self.store.flush()?;
-        let Store::Partial(partial) = &mut self.store else {
+        let (Store::Partial(partial), Some(dir)) = (&mut self.store, &self.dir) else {
             return Ok(());
         };
-        partial.write_record(&self.dest, self.received, self.digests.sha256_so_far())
+        let dir = dir.as_raw_fd();
+        partial.write_record(dir, &self.dest, self.received, self.digests.sha256_so_far())
     }
 }
 
@@ -407,8 +471,11 @@ impl Drop for Sink {
 }
 
 /// If `dest` already holds a file that passes every given check, its size and digests.
-/// Without at least one digest an existing file is never trusted.
+/// Without at least one digest an existing file is never trusted. The file is opened in its
+/// directory beneath the root; under a root, a `dest` that is a symbolic link is not read
+/// (whatever it points to, it is not a file of the cache), and a fetched body replaces it.
 pub fn cached(
+    root: &Root,
     dest: &Path,
     size: Option<u64>,
     expected: &[(Algorithm, String)],
@@ -416,12 +483,15 @@ pub fn cached(
     if expected.is_empty() {
         return None;
     }
-    let meta = std::fs::metadata(dest).ok()?;
+    let file = root
+        .open_file(dest, libc::O_RDONLY | libc::O_NONBLOCK)
+        .ok()?;
+    let meta = file.metadata().ok()?;
     if !meta.is_file() || size.is_some_and(|s| s != meta.len()) {
         return None;
     }
     let (len, hashes) =
-        crate::body::digest::digest_file(dest, expected.iter().map(|(a, _)| *a)).ok()?;
+        crate::body::digest::digest_reader(file, expected.iter().map(|(a, _)| *a)).ok()?;
     if size.is_some_and(|s| s != len) {
         return None;
     }

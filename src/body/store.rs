@@ -10,14 +10,18 @@
 //! two. A body too big for that, or a file system without it, gets a named temporary file
 //! renamed onto `dest`; a SIGKILL leaves that one behind (docs/design.md, "What a killed
 //! helper leaves"). A resumable download always has its [`Partial`], chosen before the
-//! first byte. A new kind of store (say, streaming to a file descriptor) is one more
+//! first byte. Every file operation is relative to `dest`'s directory as a descriptor the
+//! sink opened (beneath `--root` where there is one, see [`crate::body::root`]), on single
+//! names, never by path: what was checked is where the bytes go. A new kind of store (say, streaming to a file descriptor) is one more
 //! variant here.
 
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::body::fs::{self, OpenError};
+use crate::body::fs;
 use crate::body::hasher::Lane;
 use crate::body::partial::Partial;
 use crate::error::FetchError;
@@ -159,48 +163,71 @@ impl Store {
     }
 
     /// Open what the body's bytes are written to, where that is a file created at the first
-    /// byte: the partial's, for a resumable download; else a new temporary file (named when
-    /// `named`).
-    pub fn open(&mut self, dest: &Path, named: bool) -> Result<(), FetchError> {
+    /// byte in `dest`'s directory `dir`: the partial's, for a resumable download; else a new
+    /// temporary file (named when `named`).
+    pub fn open(&mut self, dir: RawFd, dest: &Path, named: bool) -> Result<(), FetchError> {
         match self {
             Store::Partial(partial) if partial.file.is_none() => {
-                let path = &partial.path;
-                partial.file = Some(create(dest, || Partial::open(path))?);
+                let file = partial.open(dir).map_err(|e| {
+                    FetchError::io(format!("creating {}", partial.path.display()), &e)
+                })?;
+                partial.file = Some(file);
             }
-            Store::Unopened => *self = Temp::create(dest, named)?.into(),
+            Store::Unopened => *self = Temp::create(dir, dest, named)?.into(),
             _ => {}
         }
         Ok(())
     }
 
-    /// Give the verified body its final name `dest`. On failure the store is left as it
-    /// was, for [`Store::discard`]. Not for a body in memory.
-    pub fn publish(&mut self, dest: &Path, named: bool) -> Result<(), FetchError> {
+    /// Give the verified body its final name `dest` in its directory `dir`, its permission
+    /// bits at most `mode` when given. On failure the store is left as it was, for
+    /// [`Store::discard`]. Not for a body in memory.
+    pub fn publish(
+        &mut self,
+        dir: RawFd,
+        dest: &Path,
+        named: bool,
+        mode: Option<u32>,
+    ) -> Result<(), FetchError> {
         self.flush()
             .map_err(|e| FetchError::io(format!("writing {}", self.file_for_messages(dest)), &e))?;
         // An empty body was never opened: create the (empty) file now.
-        self.open(dest, named)?;
+        self.open(dir, dest, named)?;
         let placing = |e: std::io::Error| FetchError::io(format!("placing {}", dest.display()), &e);
+        let name = fs::c_path(dest.file_name().unwrap_or_default()).map_err(placing)?;
+        if let (Some(mode), Some(file)) = (mode, self.file()) {
+            fs::restrict_mode(file, mode).map_err(placing)?;
+        }
         match self {
             Store::Anonymous(file)
             | Store::Lane {
                 file: Temp::Anonymous(file),
                 ..
-            } => link_anonymous(file, dest).map_err(placing)?,
+            } => link_anonymous(file, dir, &name).map_err(placing)?,
             Store::Named { path, .. }
             | Store::Lane {
                 file: Temp::Named { path, .. },
                 ..
-            } => std::fs::rename(path, dest).map_err(placing)?,
-            Store::Partial(partial) => std::fs::rename(&partial.path, dest).map_err(placing)?,
+            } => fs::renameat(dir, &name_of(path).map_err(placing)?, &name).map_err(placing)?,
+            Store::Partial(partial) => fs::renameat(dir, partial.name(), &name).map_err(placing)?,
             Store::Unopened | Store::Memory(_) => unreachable!("a file was opened above"),
         }
         // Close the file; a partial's record goes once its bytes are `dest`.
         if let Store::Partial(mut partial) = std::mem::replace(self, Store::Unopened) {
             partial.file = None;
-            partial.remove_record();
+            partial.remove_record(dir);
         }
         Ok(())
+    }
+
+    /// The file the bytes are in, if one is open.
+    fn file(&self) -> Option<&File> {
+        match self {
+            Store::Anonymous(file) | Store::Named { file, .. } => Some(file),
+            Store::Lane { file, .. } => Some(file.file()),
+            Store::Partial(partial) => partial.file.as_ref(),
+            Store::Unopened | Store::Memory(_) => None,
+        }
     }
 
     /// Whether a file is open (so dropping the store without placing it must clean up).
@@ -212,43 +239,46 @@ impl Store {
         }
     }
 
-    /// Drop the bytes, leaving no file behind (a partial's record included).
-    pub fn discard(&mut self) {
+    /// Drop the bytes, leaving no file behind (a partial's record included); `dir` is
+    /// `dest`'s directory, where the files are.
+    pub fn discard(&mut self, dir: RawFd) {
         match std::mem::replace(self, Store::Unopened) {
             Store::Unopened | Store::Memory(_) | Store::Anonymous(_) => {}
-            Store::Named { file, path, .. } => Temp::Named { file, path }.discard(),
-            Store::Partial(mut partial) => partial.remove_files(),
+            Store::Named { file, path, .. } => Temp::Named { file, path }.discard(dir),
+            Store::Partial(mut partial) => partial.remove_files(dir),
             Store::Lane { lane, file } => {
                 drop(lane);
-                file.discard();
+                file.discard(dir);
             }
         }
     }
 }
 
 impl Temp {
-    /// A new temporary file beside `dest` (creating `dest`'s directory if need be):
-    /// anonymous unless `named` or the file system has no `O_TMPFILE`.
-    pub fn create(dest: &Path, named: bool) -> Result<Temp, FetchError> {
-        create(dest, || {
-            let anonymous = if named {
-                Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
-            } else {
-                fs::c_path(fs::parent(dest)).and_then(|dir| fs::open_anonymous(fs::CWD, &dir))
-            };
-            match anonymous {
-                Ok(file) => Ok(Temp::Anonymous(file)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
-                // No O_TMPFILE on this file system (or kernel): a named temporary file.
-                Err(_) => {
-                    let (path, file) = fs::with_fresh_name(
-                        || Ok(fs::temp_path(dest)),
-                        |path| fs::create_new(fs::CWD, &fs::c_path(path)?),
-                    )?;
-                    Ok(Temp::Named { file, path })
-                }
+    /// A new temporary file beside `dest`, in its directory `dir`: anonymous unless `named`
+    /// or the file system has no `O_TMPFILE`.
+    pub fn create(dir: RawFd, dest: &Path, named: bool) -> Result<Temp, FetchError> {
+        let creating = |e: std::io::Error| {
+            FetchError::io(format!("creating a file beside {}", dest.display()), &e)
+        };
+        let anonymous = if named {
+            Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+        } else {
+            fs::open_anonymous(dir, c".")
+        };
+        match anonymous {
+            Ok(file) => Ok(Temp::Anonymous(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(creating(e)),
+            // No O_TMPFILE on this file system (or kernel): a named temporary file.
+            Err(_) => {
+                let (path, file) = fs::with_fresh_name(
+                    || Ok(fs::temp_path(dest)),
+                    |path| fs::create_new(dir, &name_of(path)?),
+                )
+                .map_err(creating)?;
+                Ok(Temp::Named { file, path })
             }
-        })
+        }
     }
 
     pub fn file(&self) -> &File {
@@ -257,11 +287,13 @@ impl Temp {
         }
     }
 
-    fn discard(self) {
+    fn discard(self, dir: RawFd) {
         // An anonymous file vanishes when closed; a named one must be removed.
         if let Temp::Named { file, path } = self {
             drop(file);
-            let _ = std::fs::remove_file(&path);
+            if let Ok(name) = name_of(&path) {
+                fs::unlinkat(dir, &name);
+            }
         }
     }
 }
@@ -288,20 +320,13 @@ fn flush(file: &mut File, pending: &mut Vec<u8>) -> std::io::Result<()> {
     result
 }
 
-/// Open a file beside `dest`, creating `dest`'s directory if need be.
-fn create<T>(dest: &Path, open: impl FnMut() -> std::io::Result<T>) -> Result<T, FetchError> {
-    let dir = fs::parent(dest);
-    fs::open_creating_dir(dir, open).map_err(|e| match e {
-        OpenError::CreatingDir(e) => FetchError::io(format!("creating {}", dir.display()), &e),
-        OpenError::Opening(e) => {
-            FetchError::io(format!("creating a file beside {}", dest.display()), &e)
-        }
-    })
+/// The last component of a path beside `dest`, as system calls take it.
+fn name_of(path: &Path) -> std::io::Result<std::ffi::CString> {
+    fs::c_path(path.file_name().unwrap_or_default())
 }
 
-/// Link an anonymous file in as `dest`, replacing what is there.
-fn link_anonymous(file: &File, dest: &Path) -> std::io::Result<()> {
-    fs::link_in(file, fs::CWD, &fs::c_path(dest)?, || {
-        fs::c_path(fs::temp_path(dest))
-    })
+/// Link an anonymous file in as `name` in `dir`, replacing what is there.
+fn link_anonymous(file: &File, dir: RawFd, name: &std::ffi::CStr) -> std::io::Result<()> {
+    let dest = std::ffi::OsStr::from_bytes(name.to_bytes());
+    fs::link_in(file, dir, name, || fs::c_path(fs::temp_name(dest)))
 }

@@ -140,7 +140,8 @@ impl Engine {
             job.cost = cost;
             let request = &job.request;
             if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
-                if let Some(verified) = sink::cached(&request.dest, request.size, &request.hashes) {
+                let cached = sink::cached(&self.root, &request.dest, request.size, &request.hashes);
+                if let Some(verified) = cached {
                     self.scheduler.release(&ticket.slot, cost);
                     let job = self.downloads.remove(key).job;
                     let outcome = Outcome::Cached {
@@ -173,6 +174,7 @@ impl Engine {
             alpn_learner,
             auth: super::redirect::credentials(&job.request, &self.mirrors),
             route,
+            root: &self.root,
         };
         let easy = match handle::build(
             attempt,

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Event, Outcome, Source};
 use crate::body::hasher::Answer;
+use crate::body::placer;
+use crate::body::root::Root;
 use crate::body::sink::{Sink, Verified};
-use crate::body::{fs, placer};
 use crate::engine::downloads::{Ended, Hashing, Placing, State};
 use crate::engine::job::Job;
 use crate::engine::Engine;
@@ -16,7 +17,7 @@ use crate::error::{Disposition, ErrorKind, FetchError};
 use crate::http_date;
 use crate::net::classify::ProxyFacts;
 use crate::net::response::ResponseHead;
-use crate::net::url::host_key;
+use crate::net::url::{self, host_key};
 use crate::net::verdict::{judge, Verdict};
 use crate::policy::mirrors::{Change, Mirrors};
 use crate::policy::retry;
@@ -180,7 +181,11 @@ impl Engine {
     fn conclude(&mut self, key: usize, mut sink: Sink, ended: Ended, verdict: Verdict) {
         match verdict {
             Verdict::Body | Verdict::PartialComplete => {
-                let request = &self.downloads[key].job.request;
+                let job = &self.downloads[key].job;
+                if let Some(mode) = url::file_source_mode(&job.url) {
+                    sink.limit_mode(mode);
+                }
+                let request = &job.request;
                 // place() removes the file itself when verification fails.
                 match sink.place(request.size, &request.hashes) {
                     Ok((verified, Some(placement))) => {
@@ -196,7 +201,7 @@ impl Engine {
             Verdict::NotModified => {
                 sink.discard();
                 let request = &self.downloads[key].job.request;
-                if request.not_modified_needs_dest && !request.dest.is_file() {
+                if request.not_modified_needs_dest && !self.root.is_file(&request.dest) {
                     // The client asked "changed since my copy?" for a copy it does not
                     // have: its state is wrong, and no source will answer otherwise.
                     let error = FetchError::InvalidRequest(format!(
@@ -278,7 +283,7 @@ impl Engine {
         if verified.is_some() {
             self.known_files.placed(&job.request.dest);
             if job.request.server_mtime {
-                stamp(&job.request.dest, head.last_modified.as_deref());
+                stamp(&self.root, &job.request.dest, head.last_modified.as_deref());
             }
         }
         let status = (ended.status > 0).then_some(ended.status);
@@ -441,11 +446,15 @@ fn candidates(source: &Source, mirrors: &Mirrors) -> Vec<String> {
 
 /// Give a placed file the server's `Last-Modified` as its mtime. A failure leaves the
 /// verified file as it is, with a line on stderr: the bytes are what matters.
-fn stamp(dest: &Path, last_modified: Option<&str>) {
+/// The file is opened in its directory beneath the root, never through a final link.
+fn stamp(root: &Root, dest: &Path, last_modified: Option<&str>) {
     let Some(time) = last_modified.and_then(http_date::parse) else {
         return;
     };
-    if let Err(e) = fs::set_mtime(dest, time) {
+    let stamped = root
+        .open_file(dest, libc::O_RDONLY | libc::O_NONBLOCK)
+        .and_then(|file| file.set_modified(time));
+    if let Err(e) = stamped {
         eprintln!(
             "fetchmux: cannot set the modification time of {}: {e}",
             dest.display()

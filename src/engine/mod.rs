@@ -29,6 +29,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use curl::easy::Easy2;
@@ -40,6 +41,7 @@ use crate::api::{About, Stop, Summary};
 use crate::body::hasher::{self, Hasher};
 use crate::body::known_files::KnownFiles;
 use crate::body::placer::{self, Placer};
+use crate::body::root::Root;
 use crate::config::Options;
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
@@ -132,6 +134,10 @@ pub struct Engine {
     alpn_learned: (Sender<String>, Receiver<String>),
     /// What the destination directories hold, for the `cached` check.
     known_files: KnownFiles,
+    /// Where every `dest` must lie (`--root`; unconfined without it).
+    root: Arc<Root>,
+    /// Requests may name `file://` sources (`--file-urls`, or urlgrabber's protocol).
+    file_urls: bool,
     /// The streams-per-connection cap curl has now (see `admission::spread_streams`).
     streams_per_connection: usize,
 }

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use crate::api::{Event, Request, Source, Ticket};
+use crate::body::root;
 use crate::engine::downloads::State;
 use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::io::stdin::ReadState;
-use crate::net::url::has_userinfo;
+use crate::net::url::{has_userinfo, scheme_of};
 
 /// Bytes of stdin read per turn before the loop serves sockets again.
 const INPUT_BUDGET: usize = 256 * 1024;
@@ -45,7 +46,10 @@ impl Engine {
     }
 
     pub(super) fn carry_out(&mut self, ticket: Ticket, mut request: Request) {
-        if let Err(error) = request.validate() {
+        if let Err(error) = request
+            .validate()
+            .and_then(|()| self.check_file_urls(&request))
+        {
             return self.refuse(ticket, request.id(), error);
         }
         match request {
@@ -69,6 +73,32 @@ impl Engine {
             }
             Request::Cancel { id } => self.cancel(ticket, &id),
         }
+    }
+
+    /// `file://` sources only with `--file-urls` (or urlgrabber's protocol): otherwise a
+    /// request could copy any file the helper can read into the cache.
+    fn check_file_urls(&self, request: &Request) -> Result<(), FetchError> {
+        if self.file_urls {
+            return Ok(());
+        }
+        let (field, urls) = match request {
+            Request::Download(download) => match &download.source {
+                Source::Urls(urls) if urls.len() == 1 => ("url", urls),
+                Source::Urls(urls) => ("urls", urls),
+                Source::Mirror { .. } => return Ok(()),
+            },
+            Request::Mirrors(set) => ("urls", &set.urls),
+            Request::Cancel { .. } => return Ok(()),
+        };
+        if urls
+            .iter()
+            .any(|url| scheme_of(url).as_deref() == Some("file"))
+        {
+            return Err(FetchError::UnsupportedScheme(format!(
+                "`{field}`: file:// URLs are off; start the helper with --file-urls to allow them"
+            )));
+        }
+        Ok(())
     }
 
     fn refuse(&mut self, ticket: Ticket, id: Option<&str>, error: FetchError) {
@@ -100,7 +130,12 @@ impl Engine {
         } else {
             None
         };
-        let refusal = refusal.or_else(|| self.unwritable_dest(&download.dest));
+        let refusal = refusal
+            .or_else(|| {
+                let why = self.root.refuse_dest(&download.dest)?;
+                Some(format!("`dest`: {} {why}", download.dest.display()))
+            })
+            .or_else(|| self.unwritable_dest(&download.dest));
         if let Some(message) = refusal {
             let error = FetchError::InvalidRequest(message);
             return self.refuse(ticket, Some(&download.id), error);
@@ -117,12 +152,15 @@ impl Engine {
     /// directory index makes this free for a name that is not in its directory (the usual
     /// case); a name that is there, or a directory that cannot be read, costs one `lstat`. The
     /// file system may still change before placing; that then fails as `io`, as before.
+    /// Under `--root` the same look (the directory opened beneath the root) also refuses a
+    /// `dest` whose directory leads out of the root through a symbolic link; a directory that
+    /// does not exist yet is made beneath the root when the first byte comes.
     fn unwritable_dest(&mut self, dest: &Path) -> Option<String> {
         if !self.known_files.may_exist(dest) {
             return None;
         }
-        match std::fs::symlink_metadata(dest) {
-            Ok(meta) if meta.is_dir() => Some(format!(
+        match self.root.lstat(dest) {
+            Ok(stat) if stat.st_mode & libc::S_IFMT == libc::S_IFDIR => Some(format!(
                 "`dest`: {} is an existing directory",
                 dest.display()
             )),
@@ -130,6 +168,7 @@ impl Engine {
                 "`dest`: {} is below something that is not a directory",
                 dest.display()
             )),
+            Err(e) if root::is_escape(&e) => Some(format!("`dest`: {e}")),
             _ => None,
         }
     }

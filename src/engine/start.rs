@@ -14,6 +14,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::body::hasher::Hasher;
 use crate::body::known_files::KnownFiles;
 use crate::body::placer::Placer;
+use crate::body::root::Root;
 use crate::config::Options;
 use crate::engine::downloads::Downloads;
 use crate::engine::report::{Progress, Report};
@@ -50,8 +51,16 @@ impl Engine {
         multi.set_max_concurrent_streams(max_streams)?;
 
         let version = curl::Version::get();
+        let file_urls = options.file_urls_allowed();
+        let root = match &options.root {
+            Some(dir) => Arc::new(
+                Root::open(dir)
+                    .map_err(|e| format!("cannot open --root {}: {e}", dir.display()))?,
+            ),
+            None => Root::unconfined(),
+        };
         let (hasher, hashed) = Hasher::new(Arc::clone(&waker));
-        let (placer, placer_answers) = Placer::new(Arc::clone(&waker));
+        let (placer, placer_answers) = Placer::new(Arc::clone(&waker), Arc::clone(&root));
         let input = front
             .reads_stdin()
             .then(|| Input::open(poll.registry(), STDIN, Arc::clone(&waker)));
@@ -91,8 +100,10 @@ impl Engine {
             known_files: {
                 // Temporary files older than this are candidates for cleaning.
                 crate::body::fs::note_start();
-                KnownFiles::default()
+                KnownFiles::new(Arc::clone(&root))
             },
+            file_urls,
+            root,
             streams_per_connection: max_streams,
             poll,
         })

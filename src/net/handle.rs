@@ -11,12 +11,14 @@
 //! TLS); a new helper-wide one in [`configure_handle`].
 
 use std::ffi::CStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List, NetRc};
 
 use crate::api::{Credentials, Download, LowSpeed, Route, Transport};
 use crate::body::hasher::Hasher;
+use crate::body::root::Root;
 use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
@@ -38,6 +40,8 @@ pub(crate) struct Attempt<'a> {
     pub auth: Option<&'a Credentials>,
     /// The proxy and TLS settings of the request's mirror set, if it has its own.
     pub route: Option<&'a Route>,
+    /// Where `dest` must lie (`--root`).
+    pub root: &'a Arc<Root>,
 }
 
 /// A configured handle for `attempt`. A recycled handle (from an attempt that ended)
@@ -51,7 +55,7 @@ pub(crate) fn build(
     recycled: Option<Easy2<Transfer>>,
 ) -> Result<Easy2<Transfer>, FetchError> {
     let request = attempt.request;
-    let (mut sink, mode, if_range) = receiving_end(request, options);
+    let (mut sink, mode, if_range) = receiving_end(request, options, attempt.root);
     if mode == BodyMode::Whole {
         sink.hash_on_worker(hasher, attempt.token);
         sink.buffer_small_bodies(attempt.buffer);
@@ -190,19 +194,23 @@ fn limit(request: &Download, default_max: u64) -> Option<u64> {
 }
 /// Where this attempt's bytes go, how they relate to the file, and the `If-Range`
 /// validator of a resumed partial.
-fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Option<String>) {
+fn receiving_end(
+    request: &Download,
+    options: &Options,
+    root: &Arc<Root>,
+) -> (Sink, BodyMode, Option<String>) {
     let wanted: Vec<_> = request.hashes.iter().map(|(a, _)| *a).collect();
     let limit = limit(request, options.max_size);
     if let Some(range) = request.range {
         return (
-            Sink::new(&request.dest, &wanted, limit),
+            Sink::new(root, &request.dest, &wanted, limit),
             BodyMode::Range(range),
             None,
         );
     }
     if !request.resume && !request.continue_dest {
         return (
-            Sink::new(&request.dest, &wanted, limit),
+            Sink::new(root, &request.dest, &wanted, limit),
             BodyMode::Whole,
             None,
         );
@@ -215,16 +223,8 @@ fn receiving_end(request: &Download, options: &Options) -> (Sink, BodyMode, Opti
             .find(|(a, _)| a.name() == "sha256")
             .map(|(_, hex)| hex.clone()),
     };
-    if request.continue_dest {
-        if let Err(e) = crate::body::partial::adopt(&request.dest, &identity) {
-            // The bytes stay where they are and a whole body replaces them.
-            eprintln!(
-                "fetchmux: cannot continue {}: {e}; fetching it whole",
-                request.dest.display()
-            );
-        }
-    }
-    let (sink, from) = Sink::resumable(&request.dest, &wanted, limit, identity);
+    let adopt = request.continue_dest;
+    let (sink, from) = Sink::resumable(root, &request.dest, &wanted, limit, identity, adopt);
     match from {
         None => (sink, BodyMode::Whole, None),
         Some(from) => {
@@ -254,7 +254,7 @@ fn configure_handle(
     options: &Options,
     http2: bool,
 ) -> Result<(), curl::Error> {
-    set_protocols(easy)?;
+    set_protocols(easy, options.file_urls_allowed())?;
     easy.max_redirections(options.max_redirects)?;
     if options.netrc || options.netrc_file.is_some() {
         // Credentials given in the request or its URL win; curl looks up each host itself
@@ -352,11 +352,17 @@ fn clear_text(easy: &mut Easy2<Transfer>, option: curl_sys::CURLoption) -> Resul
     }
 }
 
-/// Which schemes a request may use (set once per handle). The curl crate does not wrap the
+/// Which schemes a request may use (set once per handle; `file` only with `file_urls`,
+/// which the engine also checks when a request is read). The curl crate does not wrap the
 /// option, so it is set on the raw handle, as is [`set_redirect_schemes`]'s.
-fn set_protocols(easy: &mut Easy2<Transfer>) -> Result<(), curl::Error> {
+fn set_protocols(easy: &mut Easy2<Transfer>, file_urls: bool) -> Result<(), curl::Error> {
     const CURLOPT_PROTOCOLS_STR: curl_sys::CURLoption = curl_sys::CURLOPTTYPE_OBJECTPOINT + 318;
-    set_raw_text(easy, CURLOPT_PROTOCOLS_STR, c"http,https,ftp,file")
+    let schemes = if file_urls {
+        c"http,https,ftp,file"
+    } else {
+        c"http,https,ftp"
+    };
+    set_raw_text(easy, CURLOPT_PROTOCOLS_STR, schemes)
 }
 
 /// Where a redirect of an attempt on `url` may lead: http and https, and from https only to

@@ -49,6 +49,54 @@ pub fn has_userinfo(url: &str) -> bool {
         .is_some_and(|authority| authority.contains('@'))
 }
 
+/// The permission bits of the local file a `file://` URL names, which a copy of it must not
+/// exceed; `None` for other schemes. A file that cannot be looked at any more (removed since
+/// it was read) gives 0600: the copy is then its owner's alone.
+pub fn file_source_mode(url: &str) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    if scheme_of(url)? != "file" {
+        return None;
+    }
+    let path = file_path(url)?;
+    Some(
+        std::fs::metadata(path)
+            .map(|meta| meta.permissions().mode() & 0o777)
+            .unwrap_or(0o600),
+    )
+}
+
+/// The local path of a `file://` URL as libcurl reads it: after `file://` and an optional
+/// `localhost`, up to `?` or `#`, percent-decoded.
+fn file_path(url: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let rest = &url[url.find("://")? + 3..];
+    let rest = rest
+        .get(..9)
+        .filter(|host| host.eq_ignore_ascii_case("localhost"))
+        .map_or(rest, |_| &rest[9..]);
+    let path = rest.split(['?', '#']).next()?;
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Some(std::ffi::OsString::from_vec(decoded).into())
+}
+
 /// What stands in for a password wherever a URL leaves the process.
 pub const PASSWORD_MASK: &str = "***";
 
@@ -123,6 +171,20 @@ fn redact(text: &str, ends: impl Fn(u8) -> bool) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_urls_name_local_paths_percent_decoded() {
+        assert_eq!(
+            file_path("file:///a%20b/c").unwrap(),
+            std::path::Path::new("/a b/c")
+        );
+        assert_eq!(
+            file_path("FILE://localhost/x?y").unwrap(),
+            std::path::Path::new("/x")
+        );
+        assert_eq!(file_source_mode("http://h/x"), None);
+        assert_eq!(file_source_mode("file:///no/such/file"), Some(0o600));
+    }
 
     #[test]
     fn passwords_are_masked() {

@@ -9,7 +9,7 @@ const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff
 fn verified_bytes_are_renamed_into_place() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
-    let mut sink = Sink::new(&dest, &[Algorithm::Sha256], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[Algorithm::Sha256], None);
     sink.write(b"ab").unwrap();
     sink.write(b"c").unwrap();
     let (placed, placement) = sink
@@ -25,7 +25,7 @@ fn verified_bytes_are_renamed_into_place() {
 fn a_small_body_is_verified_in_memory_and_handed_back_for_placing() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.buffer_small_bodies(Vec::new());
     sink.expect_len(Some(3));
     sink.write(b"ab").unwrap();
@@ -43,7 +43,7 @@ fn a_small_body_is_verified_in_memory_and_handed_back_for_placing() {
     assert!(entries(dir.path()).is_empty());
 
     // Wrong bytes are refused before anything is handed back.
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.buffer_small_bodies(Vec::new());
     sink.expect_len(Some(3));
     sink.write(b"abd").unwrap();
@@ -59,7 +59,7 @@ fn a_mismatch_leaves_dest_untouched_and_no_temp() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
     std::fs::write(&dest, b"old").unwrap();
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.write(b"abd").unwrap();
     let err = sink
         .place(None, &[(Algorithm::Sha256, ABC_SHA256.into())])
@@ -73,7 +73,7 @@ fn a_mismatch_leaves_dest_untouched_and_no_temp() {
 fn the_cap_stops_the_body_and_drop_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
-    let mut sink = Sink::new(&dest, &[], Some(4));
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], Some(4));
     sink.write(b"abc").unwrap();
     assert!(matches!(
         sink.write(b"de"),
@@ -87,7 +87,7 @@ fn the_cap_stops_the_body_and_drop_cleans_up() {
 fn a_window_keeps_only_the_range() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.set_window(1, 3);
     assert_eq!(sink.write(b"xa").unwrap(), Flow::More);
     assert_eq!(
@@ -108,7 +108,8 @@ fn a_kept_partial_is_continued_and_a_tampered_one_is_not() {
         size: Some(3),
         sha256: Some(ABC_SHA256.into()),
     };
-    let (mut sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+    let (mut sink, from) =
+        Sink::resumable(&Root::unconfined(), &dest, &[], None, id.clone(), false);
     assert!(from.is_none());
     sink.write(b"ab").unwrap();
     sink.set_validators(Some("\"v1\"".into()), None);
@@ -118,7 +119,8 @@ fn a_kept_partial_is_continued_and_a_tampered_one_is_not() {
         entries(dir.path()),
         vec![".f.fetchmux-partial", ".f.fetchmux-partial.meta"]
     );
-    let (mut sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+    let (mut sink, from) =
+        Sink::resumable(&Root::unconfined(), &dest, &[], None, id.clone(), false);
     let from = from.expect("our sound partial is continued");
     assert_eq!(from.offset, 2);
     assert_eq!(from.etag.as_deref(), Some("\"v1\""));
@@ -129,23 +131,27 @@ fn a_kept_partial_is_continued_and_a_tampered_one_is_not() {
 
     // Someone else's bytes at the partial name (record intact) are not trusted.
     std::fs::remove_file(&dest).unwrap();
-    let (mut sink, _) = Sink::resumable(&dest, &[], None, id.clone());
+    let (mut sink, _) = Sink::resumable(&Root::unconfined(), &dest, &[], None, id.clone(), false);
     sink.write(b"ab").unwrap();
     sink.keep_partial();
     drop(sink);
     std::fs::write(dir.path().join(".f.fetchmux-partial"), b"xy").unwrap();
-    let (_sink, from) = Sink::resumable(&dest, &[], None, id.clone());
+    let (_sink, from) = Sink::resumable(&Root::unconfined(), &dest, &[], None, id.clone(), false);
     assert!(from.is_none());
     // A record for another download is not trusted either.
     let other = Identity {
         size: Some(4),
         sha256: None,
     };
-    let (mut sink, _) = Sink::resumable(&dest, &[], None, id);
+    let (mut sink, _) = Sink::resumable(&Root::unconfined(), &dest, &[], None, id, false);
     sink.write(b"ab").unwrap();
     sink.keep_partial();
     drop(sink);
-    assert!(Sink::resumable(&dest, &[], None, other).1.is_none());
+    assert!(
+        Sink::resumable(&Root::unconfined(), &dest, &[], None, other, false)
+            .1
+            .is_none()
+    );
 }
 
 #[test]
@@ -153,9 +159,21 @@ fn cached_needs_a_digest_and_a_match() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f");
     std::fs::write(&dest, b"abc").unwrap();
-    assert!(cached(&dest, Some(3), &[]).is_none());
-    assert!(cached(&dest, Some(4), &[(Algorithm::Sha256, ABC_SHA256.into())]).is_none());
-    assert!(cached(&dest, Some(3), &[(Algorithm::Sha256, ABC_SHA256.into())]).is_some());
+    assert!(cached(&Root::unconfined(), &dest, Some(3), &[]).is_none());
+    assert!(cached(
+        &Root::unconfined(),
+        &dest,
+        Some(4),
+        &[(Algorithm::Sha256, ABC_SHA256.into())]
+    )
+    .is_none());
+    assert!(cached(
+        &Root::unconfined(),
+        &dest,
+        Some(3),
+        &[(Algorithm::Sha256, ABC_SHA256.into())]
+    )
+    .is_some());
 }
 
 /// The hex SHA-256 of `bytes`.
@@ -173,7 +191,7 @@ fn a_body_above_named_file_above_goes_through_a_named_temporary_file_in_coalesce
     let body: Vec<u8> = (0..NAMED_FILE_ABOVE as usize + 1)
         .map(|i| (i % 251) as u8)
         .collect();
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.expect_len(Some(body.len() as u64));
     for piece in body.chunks(16 * 1024) {
         assert_eq!(sink.write(piece).unwrap(), Flow::More);
@@ -195,7 +213,7 @@ fn a_body_above_named_file_above_goes_through_a_named_temporary_file_in_coalesce
     assert_eq!(entries(dir.path()), vec!["f"]);
 
     // Dropped half-way, it leaves nothing.
-    let mut sink = Sink::new(&dir.path().join("g"), &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dir.path().join("g"), &[], None);
     sink.expect_len(Some(body.len() as u64));
     sink.write(&body[..300_000]).unwrap();
     assert_eq!(entries(dir.path()).len(), 2);
@@ -213,7 +231,7 @@ fn a_body_on_a_worker_is_answered_by_token_and_lane_then_placed_or_dropped() {
     let body: Vec<u8> = (0..WORKER_FROM as usize).map(|i| (i % 251) as u8).collect();
 
     let dest = dir.path().join("f");
-    let mut sink = Sink::new(&dest, &[Algorithm::Sha256], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[Algorithm::Sha256], None);
     sink.hash_on_worker(&hasher, 7);
     sink.buffer_small_bodies(Vec::new());
     sink.expect_len(Some(body.len() as u64));
@@ -253,7 +271,7 @@ fn a_body_on_a_worker_is_answered_by_token_and_lane_then_placed_or_dropped() {
 
     // A named temporary file on a worker, dropped half-way: nothing is left.
     let big = vec![1u8; 2 << 20];
-    let mut sink = Sink::new(&dir.path().join("g"), &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dir.path().join("g"), &[], None);
     sink.hash_on_worker(&hasher, 8);
     sink.expect_len(Some(big.len() as u64));
     for piece in big[..big.len() / 2].chunks(64 * 1024) {
@@ -273,7 +291,7 @@ fn a_named_temporary_file_that_cannot_be_placed_is_removed() {
     std::fs::create_dir(&dest).unwrap();
     std::fs::write(dest.join("x"), b"x").unwrap();
     let body = vec![0u8; NAMED_FILE_ABOVE as usize + 1];
-    let mut sink = Sink::new(&dest, &[], None);
+    let mut sink = Sink::new(&Root::unconfined(), &dest, &[], None);
     sink.expect_len(Some(body.len() as u64));
     sink.write(&body).unwrap();
     assert_eq!(entries(dir.path()).len(), 2);

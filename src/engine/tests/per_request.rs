@@ -38,7 +38,12 @@ fn continue_dest_keeps_the_prefix_another_program_left() {
         std::fs::write(dest, &bytes[..100_000]).unwrap();
     }
     let server_date = UNIX_EPOCH + Duration::from_secs(SERVER_MTIME);
-    crate::body::fs::set_mtime(&fresh, server_date).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&fresh)
+        .unwrap()
+        .set_modified(server_date)
+        .unwrap();
     let requests = [("p", &fresh), ("q", &stale)].map(|(id, dest)| {
         let mut request = request_of(download(
             id,
@@ -104,7 +109,12 @@ fn a_continued_prefix_that_does_not_match_fails_the_checksum() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("w");
     std::fs::write(&dest, vec![0u8; 10_000]).unwrap();
-    crate::body::fs::set_mtime(&dest, UNIX_EPOCH + Duration::from_secs(SERVER_MTIME)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&dest)
+        .unwrap()
+        .set_modified(UNIX_EPOCH + Duration::from_secs(SERVER_MTIME))
+        .unwrap();
     let mut request = request_of(download("w", &[server.url("/files/w")], &dest, &bytes));
     request.continue_dest = true;
     let (seen, _) = Harness::new(&["--retries", "0"], vec![Request::Download(request)]).finish();
