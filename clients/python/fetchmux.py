@@ -465,6 +465,11 @@ class Session:
 
     Keyword arguments that are not the session's own become command-line flags
     (``max_parallel=8`` is ``--max-parallel 8``; ``True`` gives the flag alone).
+    ``progress`` is the default of each request's ``progress`` field (byte counts while
+    files arrive); ``stderr`` is a file to relay the helper's diagnostics to (default
+    ``sys.stderr``; ``None`` drops them; the last lines are kept for error messages);
+    ``on_progress(Progress)`` is called from the reader thread after each event that
+    changes the aggregate.
 
     On a normal exit from ``with`` the session closes stdin, lets the helper finish
     everything submitted (each download is bounded by the helper's retries and low-speed
@@ -742,8 +747,10 @@ class Session:
                                       % (how, self.stderr_tail()), id=d.id)
                     self._progress.failed(d.id)
                     callbacks.append((d._finish(Result(d.request, error=err)), d._result))
-            self._hello_seen.set()
+            # `_finished` first: a constructor woken by `_hello_seen` then tells "exited" from
+            # "silent" right.
             self._finished.set()
+            self._hello_seen.set()
             _LIVE.discard(self)
             for fns, result in callbacks:
                 _call(fns, result)
