@@ -469,7 +469,8 @@ class Session:
     files arrive); ``stderr`` is a file to relay the helper's diagnostics to (default
     ``sys.stderr``; ``None`` drops them; the last lines are kept for error messages);
     ``on_progress(Progress)`` is called from the reader thread after each event that
-    changes the aggregate.
+    changes the aggregate; ``on_event(dict)`` with every event line as read (for logs, or
+    events this client does not interpret), before the client acts on it.
 
     On a normal exit from ``with`` the session closes stdin, lets the helper finish
     everything submitted (each download is bounded by the helper's retries and low-speed
@@ -479,12 +480,13 @@ class Session:
     """
 
     def __init__(self, binary=None, *, progress=True, stderr=_RELAY, on_progress=None,
-                 start_timeout=30.0, close_timeout=None, kill_timeout=5.0, env=None,
+                 on_event=None, start_timeout=30.0, close_timeout=None, kill_timeout=5.0, env=None,
                  **flags):
         self.binary = find_binary(binary)
         self.args = [self.binary] + _flags(flags)
         self.default_progress = bool(progress)
         self.on_progress = on_progress
+        self.on_event = on_event
         self.close_timeout = close_timeout
         self.kill_timeout = kill_timeout
         self.hello = None
@@ -756,6 +758,8 @@ class Session:
                 _call(fns, result)
 
     def _dispatch(self, event):
+        if self.on_event is not None:
+            _call([self.on_event], event)
         kind = event.get("event")
         callbacks = ()
         tick = False

@@ -232,8 +232,10 @@ class SyncTests(Base):
 
     def test_mirror_set_with_a_dead_first_mirror(self):
         files = {"p/%d.rpm" % i: self.server.add("p/%d.rpm" % i, body(i, 3000)) for i in range(6)}
-        with fetchmux.Session(stderr=None) as s:
-            s.mirrors("m", [dead_url(), self.server.url()], max_per_mirror=2)
+        events = []
+        dead = dead_url()
+        with fetchmux.Session(stderr=None, on_event=events.append) as s:
+            s.mirrors("m", [dead, self.server.url()], max_per_mirror=2)
             handles = [s.submit(mirror="m", path=n, dest=self.dest(n),
                                 hashes={"sha256": sha256(b)}) for n, b in files.items()]
             results = list(s.as_completed(handles, timeout=60))
@@ -243,8 +245,13 @@ class SyncTests(Base):
             self.assertTrue(r.url.startswith(self.server.url()), r.url)
             with open(r.path, "rb") as f:
                 self.assertEqual(f.read(), files[r.request["path"]])
-        # Someone tried the dead mirror first, and the live one served every file.
+        # Some downloads tried the dead mirror first, and the live one served every file.
+        starts = [e for e in events if e["event"] == "start"]
+        firsts = [e["url"] for e in starts if e["attempt"] == 1]
+        self.assertTrue(any(u.startswith(dead) for u in firsts), firsts)
         self.assertGreater(sum(r.attempts for r in results), 6)
+        self.assertEqual(events[0]["event"], "hello")
+        self.assertEqual(events[-1]["event"], "bye")
         self.assertEqual(sorted(p for p in self.server.log if p.startswith("/p/")),
                          sorted("/" + n for n in files))
 
