@@ -7,6 +7,7 @@ set -euo pipefail
 # apt: tests/apt_method.rs runs apt-get against a repository that tests/support/debrepo.py
 # builds with dpkg-deb (dpkg, always there) and Python's own hashlib and lzma, so neither
 # dpkg-scanpackages (dpkg-dev) nor xz (xz-utils) is needed.
+# python3 (3.9 or later): the Python client's tests (clients/python), examples/discover.py.
 packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt)
 missing=()
 for p in "${packages[@]}"; do

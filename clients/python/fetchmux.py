@@ -480,8 +480,8 @@ class Session:
     """
 
     def __init__(self, binary=None, *, progress=True, stderr=_RELAY, on_progress=None,
-                 on_event=None, start_timeout=30.0, close_timeout=None, kill_timeout=5.0, env=None,
-                 **flags):
+                 on_event=None, start_timeout=30.0, close_timeout=None, kill_timeout=5.0,
+                 env=None, **flags):
         self.binary = find_binary(binary)
         self.args = [self.binary] + _flags(flags)
         self.default_progress = bool(progress)
@@ -715,7 +715,8 @@ class Session:
         with self._proc.stderr:
             for raw in self._proc.stderr:
                 text = raw.decode("utf-8", "replace").rstrip("\n")
-                self._stderr_tail.append(text)
+                if text.strip():
+                    self._stderr_tail.append(text)
                 if self._stderr_to is not None:
                     try:
                         print(text, file=self._stderr_to, flush=True)
@@ -728,8 +729,9 @@ class Session:
                 try:
                     event = json.loads(raw)
                 except ValueError:
-                    continue  # not ours to judge: the protocol promises JSON lines
-                self._dispatch(event)
+                    continue  # not ours to judge: the protocol promises JSON objects
+                if isinstance(event, dict):
+                    self._dispatch(event)
         finally:
             self._proc.stdout.close()
             self._proc.wait()
