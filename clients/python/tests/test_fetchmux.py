@@ -13,6 +13,7 @@ import http.server
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -310,6 +311,27 @@ class SyncTests(Base):
         self.assertFalse(alive(pid), "helper %d still running" % pid)
         self.assertEqual(s.returncode, 128 + 15)
         self.assertIsInstance(d.result(timeout=5).error, fetchmux.Aborted)
+        self.assertEqual(self.leftovers(), [])
+
+    def test_an_unclosed_session_is_stopped_at_interpreter_exit(self):
+        self.server.add("big", body(8, 1 << 20))
+        script = "\n".join([
+            "import atexit, os, sys",
+            "sys.path.insert(0, %r)" % os.path.dirname(os.path.abspath(fetchmux.__file__)),
+            # Registered before the client's own handler, so it runs after it.
+            "atexit.register(lambda: print('exit', s.returncode, flush=True))",
+            "import fetchmux",
+            "s = fetchmux.Session(stderr=None)",
+            "d = s.submit(%r, %r)" % (self.server.url("hang/big"), self.dest("big")),
+            "print('pid', s.pid, flush=True)",
+            "while not s.progress().bytes: pass",
+        ])
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             timeout=60).stdout.split()
+        self.assertEqual(out[0], "pid")
+        # The helper was stopped (SIGTERM: 143) and reaped before the interpreter ended.
+        self.assertEqual(out[2:], ["exit", "143"])
+        self.assertFalse(alive(int(out[1])))
         self.assertEqual(self.leftovers(), [])
 
     def test_a_killed_helper_fails_what_is_pending_instead_of_hanging(self):
