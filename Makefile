@@ -15,9 +15,14 @@ build: deps
 demo: build
 	@bash scripts/demo.sh
 
-## Every test: unit tests, integration tests against the test server, doc tests.
+## Every test: unit tests, integration tests against the test server, doc tests; then the
+## Python client's tests (clients/python) against the debug binary cargo built for them,
+## wherever cargo puts it (CARGO_TARGET_DIR or a config: asked of `cargo metadata`).
 test: deps
 	$(CARGO) test --all-targets
+	$(CARGO) build
+	FETCHMUX="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/fetchmux" \
+	  python3 -m unittest discover -s clients/python/tests -v
 
 ## Formatting, lints, and no import cycle between source files.
 lint: deps

@@ -10,6 +10,7 @@ set -euo pipefail
 # tinyproxy (an HTTP forward proxy) and microsocks (a SOCKS5 proxy): tests/tls_proxy.rs
 # downloads through each and reads their logs. Their packages enable services, which the
 # tests neither need nor use (each test runs its own instance on an ephemeral port).
+# python3 (3.9 or later): the Python client's tests (clients/python), examples/discover.py.
 packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt
   tinyproxy microsocks)
 missing=()
