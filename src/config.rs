@@ -47,6 +47,28 @@ pub struct Options {
     #[arg(long, default_value_t = 30)]
     pub low_speed_time: u64,
 
+    /// Seconds an attempt may wait for the first byte of the response once its request is
+    /// sent (the connection made, TLS included), and again after each redirect; it holds
+    /// even with --low-speed-limit 0 (0 turns it off). A timeout is retried like any
+    /// `timeout`.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub response_timeout: u64,
+
+    /// Seconds a download may take from the start of its first attempt to its end, retries
+    /// and their waits included (curl's name; 0: no limit). Requests may set their own
+    /// (`timeout`).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    pub max_time: f64,
+
+    /// Bytes per second all transfers together may receive (K, M, G suffixes as for
+    /// --max-size; 0: no limit), shared evenly by the running transfers.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub max_speed: u64,
+
+    /// Speak HTTP/1.1 only: no HTTP/2, not even over TLS.
+    #[arg(long = "http1.1")]
+    pub http1_1: bool,
+
     /// Retries per download after a failed attempt (attempts = 1 + retries), across all
     /// its URLs or mirrors.
     #[arg(long, default_value_t = 5)]
@@ -74,9 +96,10 @@ pub struct Options {
     #[arg(long, value_name = "PATH", value_parser = readable_file)]
     pub ca_file: Option<std::path::PathBuf>,
 
-    /// User-Agent header sent with every HTTP request.
-    #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
-    pub user_agent: String,
+    /// User-Agent header sent with every HTTP request [default: fetchmux/<version>
+    /// libcurl/<version>]. A request's own User-Agent header wins.
+    #[arg(long, value_name = "TEXT")]
+    pub user_agent: Option<String>,
 
     /// Speak another protocol than JSON Lines.
     #[command(subcommand)]
@@ -126,6 +149,28 @@ impl Options {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout)
     }
+
+    /// How long an attempt may wait for its response to begin (`None`: no limit).
+    pub fn response_timeout(&self) -> Option<Duration> {
+        (self.response_timeout > 0).then(|| Duration::from_secs(self.response_timeout))
+    }
+
+    /// A download's time limit (`None`: no limit).
+    pub fn max_time(&self) -> Option<Duration> {
+        (self.max_time > 0.0).then(|| Duration::from_secs_f64(self.max_time))
+    }
+
+    /// The User-Agent: `--user-agent`, else `fetchmux/<version> libcurl/<version>`.
+    pub fn user_agent(&self) -> String {
+        match &self.user_agent {
+            Some(agent) => agent.clone(),
+            None => format!(
+                "fetchmux/{} libcurl/{}",
+                env!("CARGO_PKG_VERSION"),
+                curl::Version::get().version()
+            ),
+        }
+    }
 }
 
 /// A path that names a file we can read now: refused at start rather than found out by
@@ -137,6 +182,14 @@ fn readable_file(text: &str) -> Result<std::path::PathBuf, String> {
         Ok(meta) if meta.is_file() => Ok(path),
         Ok(_) => Err(format!("`{text}` is not a file")),
         Err(e) => Err(format!("cannot read `{text}`: {e}")),
+    }
+}
+
+/// Seconds, possibly fractional (`2`, `0.5`): finite and not negative.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => Ok(secs),
+        _ => Err(format!("`{text}` is not a number of seconds (examples: 30, 0.5)")),
     }
 }
 

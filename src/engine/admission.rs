@@ -9,15 +9,16 @@
 use std::borrow::Cow;
 use std::time::{Duration, Instant};
 
-use crate::api::{Event, Outcome, Source};
+use crate::api::{Download, Event, Outcome, Source};
 use crate::body::sink;
+use crate::config::Options;
 use crate::engine::downloads::State;
 use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
 use crate::net::transfer::AlpnLearner;
-use crate::net::url::host_key;
+use crate::net::url::{host_key, is_http};
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::{Scheduler, Ticket};
 
@@ -157,6 +158,21 @@ impl Engine {
         let recycled = self.spare_handles.pop();
         let buffer = self.spare_buffers.pop().unwrap_or_default();
         let alpn_learner = self.alpn_learner_for(key);
+        let now = Instant::now();
+        let job = &mut self.downloads[key].job;
+        if job.attempts.is_empty() {
+            job.deadline = time_limit(&job.request, &self.options).map(|limit| now + limit);
+        }
+        let time_left = job.deadline.map(|at| at.saturating_duration_since(now));
+        if time_left.is_some_and(|left| left.is_zero()) {
+            // It waited for a place past its time limit.
+            self.scheduler.release(&job.slot, job.cost);
+            self.spare_buffers.push(buffer);
+            self.spare_handles.extend(recycled);
+            return self.out_of_time(key, None);
+        }
+        self.next_serial += 1;
+        let serial = self.next_serial;
         let job = &self.downloads[key].job;
         let attempt = Attempt {
             request: &job.request,
@@ -164,6 +180,9 @@ impl Engine {
             token: key,
             buffer,
             alpn_learner,
+            serial,
+            time_left,
+            pacer: self.pacer.clone(),
         };
         let easy = match handle::build(
             attempt,
@@ -191,6 +210,9 @@ impl Engine {
         });
         if job.request.progress {
             self.progress.watch(key);
+        }
+        if let Some(limit) = self.options.response_timeout().filter(|_| is_http(&job.url)) {
+            self.watch.add(now + limit, key, serial);
         }
         download.state = State::Active(handle);
     }
@@ -274,4 +296,12 @@ fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &
 /// The scheduler slot of a mirror.
 pub(super) fn mirror_slot(base: &str) -> String {
     format!("mirror {base}")
+}
+
+/// A download's time limit: the request's `timeout` (zero: none), else `--max-time`.
+fn time_limit(request: &Download, options: &Options) -> Option<Duration> {
+    match request.transport.as_ref().and_then(|t| t.max_time) {
+        Some(limit) => (!limit.is_zero()).then_some(limit),
+        None => options.max_time(),
+    }
 }

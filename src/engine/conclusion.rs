@@ -385,6 +385,9 @@ impl Engine {
         if let Some(at) = job.not_before(&job.origin) {
             start = start.max(at);
         }
+        if job.deadline.is_some_and(|deadline| start >= deadline) {
+            return self.out_of_time(key, Some(error));
+        }
         self.enqueue_chosen(key, Some(start - now));
     }
 
@@ -399,6 +402,19 @@ impl Engine {
             error: &error,
             attempts: &job.attempts,
         });
+    }
+
+    /// The download's time limit ran out (or would, before its next attempt could start):
+    /// it fails as `timeout`, saying so, with the last attempt's error if there was one.
+    pub(super) fn out_of_time(&mut self, key: usize, last: Option<FetchError>) {
+        let mut message = String::from(
+            "the download's time limit (`timeout`, or --max-time) ran out; raise it, or set \
+             `timeout` to 0 for this request",
+        );
+        if let Some(last) = last {
+            message.push_str(&format!("; last attempt: {last}"));
+        }
+        self.fail(key, Some(FetchError::Timeout(message)));
     }
 
     /// End a download whose attempt was under way (cancel, shutdown): the attempt is

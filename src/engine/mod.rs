@@ -25,8 +25,10 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod watch;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -43,19 +45,23 @@ use crate::config::Options;
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
+use crate::net::pacer::Pacer;
 use crate::net::transfer::Transfer;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 use downloads::Downloads;
 use report::{Progress, Report};
+use watch::ResponseWatch;
 
 /// One turn's work after the wait, in order (the module's doc says why this order); skipped
 /// once a signal has stopped the run.
-const TURN: [fn(&mut Engine); 11] = [
+const TURN: [fn(&mut Engine); 13] = [
     Engine::read_pending_input,
     Engine::serve_curl_timer,
+    Engine::release_paced,
     Engine::requeue_due_retries,
     Engine::collect_finished,
+    Engine::check_response_timeouts,
     Engine::collect_hashed,
     Engine::collect_placed,
     Engine::collect_alpn,
@@ -133,6 +139,12 @@ pub struct Engine {
     known_files: KnownFiles,
     /// The streams-per-connection cap curl has now (see `admission::spread_streams`).
     streams_per_connection: usize,
+    /// Response-timeout checks of the running attempts, and the number of the next attempt.
+    watch: ResponseWatch,
+    next_serial: u64,
+    /// The `--max-speed` bucket, and a queue kept for unpausing the transfers it paused.
+    pacer: Option<Rc<Pacer>>,
+    unpausing: VecDeque<usize>,
 }
 
 /// Run `front` over the engine until its input ends and all work is done; returns the exit
@@ -250,6 +262,8 @@ impl Engine {
             self.progress.next_due(),
             self.retry_wake,
             self.front_wake,
+            self.watch.next_due(),
+            self.pacer.as_ref().and_then(|p| p.due()),
         ]
         .into_iter()
         .flatten()
@@ -269,6 +283,29 @@ impl Engine {
         }
         self.curl_io.apply(self.poll.registry());
         self.curl_io.rearm(self.poll.registry(), fd);
+    }
+
+    /// `--max-speed`: once the bucket is out of debt, unpause the transfers it paused, oldest
+    /// first. Each takes a chunk only while the bucket has tokens; the rest pause again at
+    /// once, queued behind, so the next refill goes to the next in line.
+    fn release_paced(&mut self) {
+        let Some(pacer) = &self.pacer else { return };
+        if pacer.due().is_none_or(|due| due > Instant::now()) {
+            return;
+        }
+        pacer.take_waiting(&mut self.unpausing);
+        while let Some(key) = self.unpausing.pop_front() {
+            // A transfer that ended since is gone; unpausing one that is not paused does
+            // nothing.
+            if let Some(downloads::State::Active(handle)) =
+                self.downloads.get(key).map(|d| &d.state)
+            {
+                if let Err(err) = handle.unpause_write() {
+                    eprintln!("fetchmux: cannot unpause a transfer: {err}");
+                }
+            }
+        }
+        self.curl_io.apply(self.poll.registry());
     }
 
     fn serve_curl_timer(&mut self) {

@@ -326,6 +326,8 @@ fn transport<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<Transport, 
         max_speed: Some(max_speed(get("throttle"), get("bandwidth"))?),
         proxy: text(get("proxy"), "proxy")?,
         tls: tls(get)?,
+        // urlgrabber has no overall limit: --max-time, if given.
+        max_time: None,
     })
 }
 

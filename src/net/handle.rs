@@ -8,6 +8,7 @@
 
 use std::ffi::{c_char, CStr};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use curl::easy::{Easy2, HttpVersion, List};
@@ -18,6 +19,7 @@ use crate::body::sink::{Identity, Sink};
 use crate::body::CURL_RECEIVE_BUFFER;
 use crate::config::Options;
 use crate::error::FetchError;
+use crate::net::pacer::Pacer;
 use crate::net::transfer::{AlpnLearner, BodyMode, Transfer};
 use crate::net::url::is_http;
 
@@ -30,6 +32,12 @@ pub(crate) struct Attempt<'a> {
     /// A buffer for a small body (reused from an earlier one).
     pub buffer: Vec<u8>,
     pub alpn_learner: Option<AlpnLearner>,
+    /// The engine's number for the attempt (see `Transfer::serial`).
+    pub serial: u64,
+    /// What is left of the download's time limit, if it has one.
+    pub time_left: Option<Duration>,
+    /// The shared `--max-speed` bucket, if there is one.
+    pub pacer: Option<Rc<Pacer>>,
 }
 
 /// A configured handle for `attempt`. A recycled handle (from an attempt that ended)
@@ -52,6 +60,8 @@ pub(crate) fn build(
     transfer.conditional = request.if_none_match.is_some() || request.if_modified_since.is_some();
     transfer.size = request.size;
     transfer.alpn_learner = attempt.alpn_learner;
+    transfer.serial = attempt.serial;
+    transfer.pacer = attempt.pacer.map(|pacer| (pacer, attempt.token));
     let mut easy = match recycled {
         Some(mut easy) => {
             *easy.get_mut() = transfer;
@@ -64,7 +74,8 @@ pub(crate) fn build(
         }
     };
     configure_request(&mut easy, request, attempt.url, if_range.as_deref()).map_err(setup_error)?;
-    set_pace(&mut easy, request.transport.as_deref(), options).map_err(setup_error)?;
+    let transport = request.transport.as_deref();
+    set_pace(&mut easy, transport, options, attempt.time_left).map_err(setup_error)?;
     if let Some(transport) = &request.transport {
         // Only on a handle with the helper-wide settings: see `reusable_after`.
         configure_route(&mut easy, transport).map_err(setup_error)?;
@@ -166,11 +177,14 @@ fn configure_handle(
     easy.fail_on_error(true)?;
     // Package files are hashed exactly as served: never decode Content-Encoding.
     easy.http_content_decoding(false)?;
-    easy.useragent(&options.user_agent)?;
+    easy.useragent(&options.user_agent())?;
     set_trust(easy, options.ca_file.as_deref())?;
     easy.buffer_size(CURL_RECEIVE_BUFFER)?;
-    if http2 {
+    if http2 && !options.http1_1 {
         easy.http_version(HttpVersion::V2TLS)?;
+    } else {
+        // libcurl's default is HTTP/2 over TLS where it can: --http1.1 says no.
+        easy.http_version(HttpVersion::V11)?;
     }
     if std::env::var_os("FETCHMUX_CURL_VERBOSE").is_some() {
         easy.verbose(true)?;
@@ -214,12 +228,18 @@ fn configure_request(
 }
 
 /// Timeouts and the speed limit: the request's own where it has them, else the
-/// helper-wide ones (set on every request, so a reused handle carries nothing over).
+/// helper-wide ones (set on every request, so a reused handle carries nothing over). The
+/// download's time limit becomes curl's timeout for the attempt (`time_left`: what remains
+/// of it), so curl's own timer ends an attempt that runs out of time.
 fn set_pace(
     easy: &mut Easy2<Transfer>,
     transport: Option<&Transport>,
     options: &Options,
+    time_left: Option<Duration>,
 ) -> Result<(), curl::Error> {
+    // Zero turns curl's timeout off; a limit that has run out still gets a millisecond.
+    let max_time = time_left.map_or(Duration::ZERO, |t| t.max(Duration::from_millis(1)));
+    easy.timeout(max_time)?;
     let connect = transport.and_then(|t| t.connect_timeout);
     easy.connect_timeout(connect.unwrap_or(options.connect_timeout()))?;
     let helper_wide =

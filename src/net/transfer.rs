@@ -7,6 +7,7 @@
 //! `failure` and tells curl to stop; the engine reads the outcome when curl reports the
 //! transfer finished.
 
+use std::rc::Rc;
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use curl::easy::{Handler, InfoType, WriteError};
 use crate::api::ByteRange;
 use crate::body::sink::{Flow, Sink};
 use crate::error::FetchError;
+use crate::net::pacer::Pacer;
 use crate::net::response::ResponseHead;
 
 /// How the body of this attempt relates to the file.
@@ -57,6 +59,14 @@ pub(crate) struct Transfer {
     /// Bytes reported in the last `progress` event.
     pub reported: u64,
     pub started_at: Instant,
+    /// When the last response header line came (the response timeout counts from the
+    /// later of this and the request being sent).
+    pub heard_at: Option<Instant>,
+    /// The engine's number for this attempt: a response-timeout check names it, so that it
+    /// never hits a later attempt that reuses the curl token.
+    pub serial: u64,
+    /// The shared `--max-speed` bucket, and this transfer's curl token to queue in it.
+    pub pacer: Option<(Rc<Pacer>, usize)>,
     /// Set while the engine does not yet know whether the slot multiplexes (see
     /// `Handler::debug`).
     pub alpn_learner: Option<AlpnLearner>,
@@ -77,6 +87,9 @@ impl Transfer {
             network_bytes: 0,
             reported: 0,
             started_at: Instant::now(),
+            heard_at: None,
+            serial: 0,
+            pacer: None,
             alpn_learner: None,
         }
     }
@@ -84,6 +97,11 @@ impl Transfer {
     /// Bytes stored by this attempt (a resumed prefix included).
     pub fn received(&self) -> u64 {
         self.sink.as_ref().map_or(0, Sink::received)
+    }
+
+    /// The body has begun: the response timeout no longer applies.
+    pub fn body_started(&self) -> bool {
+        self.body_started
     }
 
     /// Before the first body byte: does the response fit what we asked for?
@@ -141,6 +159,12 @@ impl Handler for Transfer {
                 return Ok(0);
             }
         }
+        if let Some((pacer, key)) = &self.pacer {
+            if !pacer.admit(*key) {
+                // Over --max-speed: curl keeps the chunk until the engine unpauses us.
+                return Err(WriteError::Pause);
+            }
+        }
         let Some(sink) = self.sink.as_mut() else {
             return Ok(0);
         };
@@ -148,6 +172,9 @@ impl Handler for Transfer {
         if !matches!(flow, Ok(Flow::Pause)) {
             // A paused piece is offered again: counted when it is taken.
             self.network_bytes += data.len() as u64;
+            if let Some((pacer, _)) = &self.pacer {
+                pacer.spend(data.len());
+            }
         }
         match flow {
             Ok(Flow::More) => Ok(data.len()),
@@ -168,6 +195,7 @@ impl Handler for Transfer {
     }
 
     fn header(&mut self, line: &[u8]) -> bool {
+        self.heard_at = Some(Instant::now());
         self.head.take(line);
         let head = &self.head;
         let whole_body = head.status == 200 && matches!(self.mode, BodyMode::Whole);

@@ -1,7 +1,8 @@
 //! A real nginx (Debian's) for interop tests: plain HTTP/1.1 and TLS with HTTP/2, on
 //! ephemeral loopback ports, with a self-signed certificate made for the test and an access
 //! log that records, per request, the connection it came on and the protocol spoken; a
-//! second log records the conditional and range headers of each request.
+//! second log records the conditional and range headers of each request, a third the
+//! protocol and the User-Agent.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,8 @@ http {{
     access_log {d}/access.log fm;
     log_format headers '$status|$request_uri|$http_range|$http_if_range|$http_if_modified_since';
     access_log {d}/headers.log headers;
+    log_format agents '$server_protocol|$http_user_agent';
+    access_log {d}/agents.log agents;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -176,6 +179,19 @@ impl Nginx {
                     if_range: header(if_range),
                     if_modified_since: header(ims),
                 })
+            })
+            .collect()
+    }
+}
+
+impl Nginx {
+    /// `(protocol, User-Agent)` of every logged request, in order (`-`: none sent).
+    pub fn agents(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("agents.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (protocol, agent) = line.split_once('|')?;
+                Some((protocol.to_string(), agent.to_string()))
             })
             .collect()
     }

@@ -1,0 +1,93 @@
+//! The response timeout (`--response-timeout`): an HTTP attempt whose request has gone out
+//! (the connection made, TLS included) and that hears nothing back, no status line and no
+//! body byte, within the limit fails as `timeout`, even with the low-speed guard off.
+//!
+//! libcurl has no such timeout for HTTP (`CURLOPT_SERVER_RESPONSE_TIMEOUT` is for FTP, IMAP,
+//! POP3, SMTP and SSH), and its callbacks only run while curl is driven, which a silent
+//! socket never does: so the deadline is on the loop's timer. One heap entry per running
+//! attempt, looked at when due: an attempt that has been answered is forgotten then; one
+//! that is still connecting, or was answered later (a redirect's head), is looked at again
+//! at its new deadline. Entries of attempts that ended are dropped when they come due (the
+//! attempt's serial tells them apart from a later attempt on the same curl token).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use crate::engine::downloads::State;
+use crate::engine::Engine;
+use crate::error::FetchError;
+
+/// Due times of the running attempts' response checks: `(due, curl token, serial)`.
+#[derive(Default)]
+pub(crate) struct ResponseWatch {
+    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+}
+
+impl ResponseWatch {
+    pub fn add(&mut self, due: Instant, key: usize, serial: u64) {
+        self.heap.push(Reverse((due, key, serial)));
+    }
+
+    pub fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((due, ..))| *due)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
+        match self.heap.peek() {
+            Some(Reverse((due, ..))) if *due <= now => {
+                let Reverse((_, key, serial)) = self.heap.pop()?;
+                Some((key, serial))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Engine {
+    /// Fail the attempts that have waited out the response timeout; look again later at
+    /// those that may still be within it.
+    pub(super) fn check_response_timeouts(&mut self) {
+        let Some(limit) = self.options.response_timeout() else {
+            return;
+        };
+        let now = Instant::now();
+        while let Some((key, serial)) = self.watch.pop_due(now) {
+            let Some(State::Active(handle)) = self.downloads.get(key).map(|d| &d.state) else {
+                continue;
+            };
+            let transfer = handle.get_ref();
+            if transfer.serial != serial || transfer.body_started() {
+                continue;
+            }
+            // The later of "request sent" and "last header line heard" (None < Some).
+            let sent = request_sent_after(handle.raw()).map(|t| transfer.started_at + t);
+            let Some(since) = sent.max(transfer.heard_at) else {
+                // Still connecting: --connect-timeout is curl's to enforce.
+                self.watch.add(now + limit, key, serial);
+                continue;
+            };
+            if since + limit > now {
+                self.watch.add(since + limit, key, serial);
+                continue;
+            }
+            let (sink, head) = self.detach(key);
+            let error = FetchError::Timeout(format!(
+                "no response within {} s of sending the request (--response-timeout)",
+                limit.as_secs()
+            ));
+            self.attempt_failed(key, error, sink, Some(&head));
+        }
+    }
+}
+
+/// How long after the attempt started its request went out (curl's pre-transfer time), or
+/// `None` while it is still connecting.
+fn request_sent_after(easy: *mut curl_sys::CURL) -> Option<Duration> {
+    let mut seconds: f64 = 0.0;
+    // SAFETY: a valid handle of a running transfer; the info is a double.
+    let code = unsafe {
+        curl_sys::curl_easy_getinfo(easy, curl_sys::CURLINFO_PRETRANSFER_TIME, &mut seconds)
+    };
+    (code == curl_sys::CURLE_OK && seconds > 0.0).then(|| Duration::from_secs_f64(seconds))
+}
