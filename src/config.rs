@@ -189,7 +189,9 @@ fn readable_file(text: &str) -> Result<std::path::PathBuf, String> {
 fn parse_seconds(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => Ok(secs),
-        _ => Err(format!("`{text}` is not a number of seconds (examples: 30, 0.5)")),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds (examples: 30, 0.5)"
+        )),
     }
 }
 

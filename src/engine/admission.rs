@@ -7,6 +7,7 @@
 //! to curl.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Download, Event, Outcome, Source};
@@ -17,6 +18,7 @@ use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
+use crate::net::pacer::Pacer;
 use crate::net::transfer::AlpnLearner;
 use crate::net::url::{host_key, is_http};
 use crate::policy::mirrors::Mirrors;
@@ -173,6 +175,15 @@ impl Engine {
         }
         self.next_serial += 1;
         let serial = self.next_serial;
+        // The request's own max_speed: a bucket of its own, released by the loop's timer
+        // like the shared one.
+        let own_pacer = job
+            .request
+            .transport
+            .as_ref()
+            .and_then(|t| t.max_speed)
+            .filter(|&rate| rate > 0)
+            .map(|rate| Rc::new(Pacer::new(rate, 1)));
         let job = &self.downloads[key].job;
         let attempt = Attempt {
             request: &job.request,
@@ -182,7 +193,7 @@ impl Engine {
             alpn_learner,
             serial,
             time_left,
-            pacer: self.pacer.clone(),
+            pacers: [self.pacer.clone(), own_pacer.clone()],
         };
         let easy = match handle::build(
             attempt,
@@ -197,6 +208,7 @@ impl Engine {
                 return self.attempt_failed(key, error, None, None);
             }
         };
+        self.own_pacers.extend(own_pacer);
         let added = self.multi.add2(easy);
         self.curl_io.apply(self.poll.registry());
         let mut handle = added.unwrap_or_else(|err| panic!("curl refused a transfer: {err}"));
@@ -211,7 +223,11 @@ impl Engine {
         if job.request.progress {
             self.progress.watch(key);
         }
-        if let Some(limit) = self.options.response_timeout().filter(|_| is_http(&job.url)) {
+        if let Some(limit) = self
+            .options
+            .response_timeout()
+            .filter(|_| is_http(&job.url))
+        {
             self.watch.add(now + limit, key, serial);
         }
         download.state = State::Active(handle);

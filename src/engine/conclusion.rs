@@ -3,6 +3,7 @@
 //! docs/design.md has the retry policy as a table.
 
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Event, Outcome, Source};
@@ -105,6 +106,9 @@ impl Engine {
             sink.set_validators(head.etag.clone(), head.last_modified.clone());
         }
         self.network_bytes += transfer.network_bytes;
+        if let Some(own) = &transfer.pacers[1] {
+            self.own_pacers.retain(|pacer| !Rc::ptr_eq(pacer, own));
+        }
         self.scheduler
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);

@@ -142,8 +142,10 @@ pub struct Engine {
     /// Response-timeout checks of the running attempts, and the number of the next attempt.
     watch: ResponseWatch,
     next_serial: u64,
-    /// The `--max-speed` bucket, and a queue kept for unpausing the transfers it paused.
+    /// The `--max-speed` bucket, the buckets of running transfers whose requests set
+    /// `max_speed`, and a queue kept for unpausing the transfers they paused.
     pacer: Option<Rc<Pacer>>,
+    own_pacers: Vec<Rc<Pacer>>,
     unpausing: VecDeque<usize>,
 }
 
@@ -264,6 +266,8 @@ impl Engine {
             self.front_wake,
             self.watch.next_due(),
             self.pacer.as_ref().and_then(|p| p.due()),
+            // Only transfers with a rate of their own (at most --max-parallel of them).
+            self.own_pacers.iter().filter_map(|p| p.due()).min(),
         ]
         .into_iter()
         .flatten()
@@ -285,15 +289,21 @@ impl Engine {
         self.curl_io.rearm(self.poll.registry(), fd);
     }
 
-    /// `--max-speed`: once the bucket is out of debt, unpause the transfers it paused, oldest
+    /// Rate limits: once a bucket is out of debt, unpause the transfers it paused, oldest
     /// first. Each takes a chunk only while the bucket has tokens; the rest pause again at
     /// once, queued behind, so the next refill goes to the next in line.
     fn release_paced(&mut self) {
-        let Some(pacer) = &self.pacer else { return };
-        if pacer.due().is_none_or(|due| due > Instant::now()) {
+        let now = Instant::now();
+        let due = |pacer: &Pacer| pacer.due().is_some_and(|due| due <= now);
+        if let Some(pacer) = self.pacer.as_ref().filter(|p| due(p)) {
+            pacer.take_waiting(&mut self.unpausing);
+        }
+        for pacer in self.own_pacers.iter().filter(|p| due(p)) {
+            pacer.take_waiting(&mut self.unpausing);
+        }
+        if self.unpausing.is_empty() {
             return;
         }
-        pacer.take_waiting(&mut self.unpausing);
         while let Some(key) = self.unpausing.pop_front() {
             // A transfer that ended since is gone; unpausing one that is not paused does
             // nothing.

@@ -18,10 +18,10 @@ use crate::body::placer::Placer;
 use crate::config::Options;
 use crate::engine::downloads::Downloads;
 use crate::engine::report::{Progress, Report};
+use crate::engine::watch::ResponseWatch;
 use crate::engine::{Engine, SIGNALS, STDIN, STDOUT, WAKER};
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
-use crate::engine::watch::ResponseWatch;
 use crate::net::curl_io::CurlIo;
 use crate::net::pacer::Pacer;
 use crate::policy::mirrors::Mirrors;
@@ -106,6 +106,7 @@ impl Engine {
             watch: ResponseWatch::default(),
             next_serial: 0,
             pacer,
+            own_pacers: Vec::new(),
             unpausing: VecDeque::new(),
             poll,
         })

@@ -79,10 +79,10 @@ impl Pacer {
         Some(self.refilled_at.get() + wait)
     }
 
-    /// Move the waiting transfers, oldest first, into `into` (empty; kept between calls so
-    /// that no turn allocates). Unpausing them may queue some again at once.
+    /// Move the waiting transfers, oldest first, to the end of `into` (kept between calls
+    /// so that no turn allocates). Unpausing them may queue some again at once.
     pub fn take_waiting(&self, into: &mut VecDeque<usize>) {
-        std::mem::swap(&mut *self.waiting.borrow_mut(), into);
+        into.extend(self.waiting.borrow_mut().drain(..));
     }
 }
 

@@ -65,8 +65,11 @@ pub(crate) struct Transfer {
     /// The engine's number for this attempt: a response-timeout check names it, so that it
     /// never hits a later attempt that reuses the curl token.
     pub serial: u64,
-    /// The shared `--max-speed` bucket, and this transfer's curl token to queue in it.
-    pub pacer: Option<(Rc<Pacer>, usize)>,
+    /// The buckets this transfer draws on: the shared `--max-speed` one and the request's
+    /// own `max_speed`, where there are such limits.
+    pub pacers: [Option<Rc<Pacer>>; 2],
+    /// This transfer's curl token, to queue in a bucket that pauses it.
+    pub key: usize,
     /// Set while the engine does not yet know whether the slot multiplexes (see
     /// `Handler::debug`).
     pub alpn_learner: Option<AlpnLearner>,
@@ -89,7 +92,8 @@ impl Transfer {
             started_at: Instant::now(),
             heard_at: None,
             serial: 0,
-            pacer: None,
+            pacers: [None, None],
+            key: 0,
             alpn_learner: None,
         }
     }
@@ -159,9 +163,9 @@ impl Handler for Transfer {
                 return Ok(0);
             }
         }
-        if let Some((pacer, key)) = &self.pacer {
-            if !pacer.admit(*key) {
-                // Over --max-speed: curl keeps the chunk until the engine unpauses us.
+        for pacer in self.pacers.iter().flatten() {
+            if !pacer.admit(self.key) {
+                // Over a rate limit: curl keeps the chunk until the engine unpauses us.
                 return Err(WriteError::Pause);
             }
         }
@@ -172,7 +176,7 @@ impl Handler for Transfer {
         if !matches!(flow, Ok(Flow::Pause)) {
             // A paused piece is offered again: counted when it is taken.
             self.network_bytes += data.len() as u64;
-            if let Some((pacer, _)) = &self.pacer {
+            for pacer in self.pacers.iter().flatten() {
                 pacer.spend(data.len());
             }
         }
