@@ -235,6 +235,34 @@ mod tests {
     }
 
     #[test]
+    fn pace_flags() {
+        let o = Options::try_parse_from(["fetchmux"]).unwrap();
+        assert_eq!(o.response_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!((o.max_time(), o.max_speed, o.http1_1), (None, 0, false));
+        assert!(o.user_agent().starts_with("fetchmux/"));
+        assert!(o.user_agent().contains(" libcurl/"));
+        let o = Options::try_parse_from([
+            "fetchmux",
+            "--max-time",
+            "0.5",
+            "--max-speed",
+            "1M",
+            "--http1.1",
+            "--response-timeout",
+            "0",
+            "--user-agent",
+            "pm/1",
+        ])
+        .unwrap();
+        assert_eq!(o.max_time(), Some(Duration::from_millis(500)));
+        assert_eq!((o.max_speed, o.http1_1), (1 << 20, true));
+        assert_eq!((o.response_timeout(), o.user_agent()), (None, "pm/1".into()));
+        for bad in ["-1", "NaN", "soon"] {
+            assert!(Options::try_parse_from(["fetchmux", "--max-time", bad]).is_err());
+        }
+    }
+
+    #[test]
     fn ca_file_must_be_a_readable_file() {
         let dir = tempfile::tempdir().unwrap();
         let pem = dir.path().join("ca.pem");

@@ -262,7 +262,7 @@ fn the_user_agent_is_ours_unless_the_flag_or_the_request_says_otherwise() {
     let plain = download("plain", &url, &out.path().join("plain"));
     let mut own = download("own", &url, &out.path().join("own"));
     own["headers"] = json!({"User-Agent": "pm/7 (own)"});
-    let run = client::run(&["--max-parallel", "1"], &[plain.clone()]);
+    let run = client::run(&["--max-parallel", "1"], std::slice::from_ref(&plain));
     let libcurl = run.of("hello")[0]["libcurl"].as_str().unwrap().to_string();
     let agents = |from: usize| -> Vec<String> {
         nginx.agents()[from..]

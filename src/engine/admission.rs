@@ -228,7 +228,7 @@ impl Engine {
             .response_timeout()
             .filter(|_| is_http(&job.url))
         {
-            self.watch.add(now + limit, key, serial);
+            self.response_checks.add(now + limit, key, serial);
         }
         download.state = State::Active(handle);
     }

@@ -47,11 +47,11 @@ use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
 use crate::net::pacer::Pacer;
 use crate::net::transfer::Transfer;
+use crate::policy::checks::Checks;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 use downloads::Downloads;
 use report::{Progress, Report};
-use watch::ResponseWatch;
 
 /// One turn's work after the wait, in order (the module's doc says why this order); skipped
 /// once a signal has stopped the run.
@@ -140,7 +140,7 @@ pub struct Engine {
     /// The streams-per-connection cap curl has now (see `admission::spread_streams`).
     streams_per_connection: usize,
     /// Response-timeout checks of the running attempts, and the number of the next attempt.
-    watch: ResponseWatch,
+    response_checks: Checks,
     next_serial: u64,
     /// The `--max-speed` bucket, the buckets of running transfers whose requests set
     /// `max_speed`, and a queue kept for unpausing the transfers they paused.
@@ -264,7 +264,7 @@ impl Engine {
             self.progress.next_due(),
             self.retry_wake,
             self.front_wake,
-            self.watch.next_due(),
+            self.response_checks.next_due(),
             self.pacer.as_ref().and_then(|p| p.due()),
             // Only transfers with a rate of their own (at most --max-parallel of them).
             self.own_pacers.iter().filter_map(|p| p.due()).min(),

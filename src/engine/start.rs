@@ -18,12 +18,12 @@ use crate::body::placer::Placer;
 use crate::config::Options;
 use crate::engine::downloads::Downloads;
 use crate::engine::report::{Progress, Report};
-use crate::engine::watch::ResponseWatch;
 use crate::engine::{Engine, SIGNALS, STDIN, STDOUT, WAKER};
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
 use crate::net::pacer::Pacer;
+use crate::policy::checks::Checks;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 
@@ -103,7 +103,7 @@ impl Engine {
                 KnownFiles::default()
             },
             streams_per_connection: max_streams,
-            watch: ResponseWatch::default(),
+            response_checks: Checks::default(),
             next_serial: 0,
             pacer,
             own_pacers: Vec::new(),

@@ -4,45 +4,17 @@
 //!
 //! libcurl has no such timeout for HTTP (`CURLOPT_SERVER_RESPONSE_TIMEOUT` is for FTP, IMAP,
 //! POP3, SMTP and SSH), and its callbacks only run while curl is driven, which a silent
-//! socket never does: so the deadline is on the loop's timer. One heap entry per running
-//! attempt, looked at when due: an attempt that has been answered is forgotten then; one
+//! socket never does: so the deadline is on the loop's timer. One check per running
+//! attempt (`policy::checks`), looked at when due: an attempt that has been answered is forgotten then; one
 //! that is still connecting, or was answered later (a redirect's head), is looked at again
 //! at its new deadline. Entries of attempts that ended are dropped when they come due (the
 //! attempt's serial tells them apart from a later attempt on the same curl token).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use crate::engine::downloads::State;
 use crate::engine::Engine;
 use crate::error::FetchError;
-
-/// Due times of the running attempts' response checks: `(due, curl token, serial)`.
-#[derive(Default)]
-pub(crate) struct ResponseWatch {
-    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
-}
-
-impl ResponseWatch {
-    pub fn add(&mut self, due: Instant, key: usize, serial: u64) {
-        self.heap.push(Reverse((due, key, serial)));
-    }
-
-    pub fn next_due(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((due, ..))| *due)
-    }
-
-    fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
-        match self.heap.peek() {
-            Some(Reverse((due, ..))) if *due <= now => {
-                let Reverse((_, key, serial)) = self.heap.pop()?;
-                Some((key, serial))
-            }
-            _ => None,
-        }
-    }
-}
 
 impl Engine {
     /// Fail the attempts that have waited out the response timeout; look again later at
@@ -52,7 +24,7 @@ impl Engine {
             return;
         };
         let now = Instant::now();
-        while let Some((key, serial)) = self.watch.pop_due(now) {
+        while let Some((key, serial)) = self.response_checks.pop_due(now) {
             let Some(State::Active(handle)) = self.downloads.get(key).map(|d| &d.state) else {
                 continue;
             };
@@ -64,11 +36,11 @@ impl Engine {
             let sent = request_sent_after(handle.raw()).map(|t| transfer.started_at + t);
             let Some(since) = sent.max(transfer.heard_at) else {
                 // Still connecting: --connect-timeout is curl's to enforce.
-                self.watch.add(now + limit, key, serial);
+                self.response_checks.add(now + limit, key, serial);
                 continue;
             };
             if since + limit > now {
-                self.watch.add(since + limit, key, serial);
+                self.response_checks.add(since + limit, key, serial);
                 continue;
             }
             let (sink, head) = self.detach(key);

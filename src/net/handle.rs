@@ -228,8 +228,8 @@ fn configure_request(
     easy.http_headers(headers)
 }
 
-/// Timeouts and the speed limit: the request's own where it has them, else the
-/// helper-wide ones (set on every request, so a reused handle carries nothing over). The
+/// Timeouts: the request's own where it has them, else the helper-wide ones (set on every
+/// request, so a reused handle carries nothing over). The
 /// download's time limit becomes curl's timeout for the attempt (`time_left`: what remains
 /// of it), so curl's own timer ends an attempt that runs out of time.
 fn set_pace(
