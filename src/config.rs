@@ -256,7 +256,10 @@ mod tests {
         .unwrap();
         assert_eq!(o.max_time(), Some(Duration::from_millis(500)));
         assert_eq!((o.max_speed, o.http1_1), (1 << 20, true));
-        assert_eq!((o.response_timeout(), o.user_agent()), (None, "pm/1".into()));
+        assert_eq!(
+            (o.response_timeout(), o.user_agent()),
+            (None, "pm/1".into())
+        );
         for bad in ["-1", "NaN", "soon"] {
             assert!(Options::try_parse_from(["fetchmux", "--max-time", bad]).is_err());
         }

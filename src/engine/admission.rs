@@ -223,12 +223,11 @@ impl Engine {
         if job.request.progress {
             self.progress.watch(key);
         }
-        if let Some(limit) = self
-            .options
-            .response_timeout()
-            .filter(|_| is_http(&job.url))
-        {
-            self.response_checks.add(now + limit, key, serial);
+        if let Some(limit) = response_timeout(&job.request, &self.options) {
+            if is_http(&job.url) {
+                handle.get_mut().response_timeout = limit;
+                self.response_checks.add(now + limit, key, serial);
+            }
         }
         download.state = State::Active(handle);
     }
@@ -312,6 +311,15 @@ fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &
 /// The scheduler slot of a mirror.
 pub(super) fn mirror_slot(base: &str) -> String {
     format!("mirror {base}")
+}
+
+/// How long an attempt of `request` may wait for its response: the request's own (a front's
+/// timeout setting; zero: none), else `--response-timeout`.
+fn response_timeout(request: &Download, options: &Options) -> Option<Duration> {
+    match request.transport.as_ref().and_then(|t| t.response_timeout) {
+        Some(limit) => (!limit.is_zero()).then_some(limit),
+        None => options.response_timeout(),
+    }
 }
 
 /// A download's time limit: the request's `timeout` (zero: none), else `--max-time`.

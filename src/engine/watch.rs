@@ -20,9 +20,6 @@ impl Engine {
     /// Fail the attempts that have waited out the response timeout; look again later at
     /// those that may still be within it.
     pub(super) fn check_response_timeouts(&mut self) {
-        let Some(limit) = self.options.response_timeout() else {
-            return;
-        };
         let now = Instant::now();
         while let Some((key, serial)) = self.response_checks.pop_due(now) {
             let Some(State::Active(handle)) = self.downloads.get(key).map(|d| &d.state) else {
@@ -32,6 +29,7 @@ impl Engine {
             if transfer.serial != serial || transfer.body_started() {
                 continue;
             }
+            let limit = transfer.response_timeout;
             // The later of "request sent" and "last header line heard" (None < Some).
             let sent = request_sent_after(handle.raw()).map(|t| transfer.started_at + t);
             let Some(since) = sent.max(transfer.heard_at) else {
@@ -45,8 +43,9 @@ impl Engine {
             }
             let (sink, head) = self.detach(key);
             let error = FetchError::Timeout(format!(
-                "no response within {} s of sending the request (--response-timeout)",
-                limit.as_secs()
+                "no response within {:.1} s of sending the request (--response-timeout, or \
+                 the front's own timeout setting)",
+                limit.as_secs_f64()
             ));
             self.attempt_failed(key, error, sink, Some(&head));
         }

@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use curl::easy::{Handler, InfoType, WriteError};
 
@@ -62,6 +62,8 @@ pub(crate) struct Transfer {
     /// When the last response header line came (the response timeout counts from the
     /// later of this and the request being sent).
     pub heard_at: Option<Instant>,
+    /// The response timeout of this attempt (see `engine/watch.rs`).
+    pub response_timeout: Duration,
     /// The engine's number for this attempt: a response-timeout check names it, so that it
     /// never hits a later attempt that reuses the curl token.
     pub serial: u64,
@@ -91,6 +93,7 @@ impl Transfer {
             reported: 0,
             started_at: Instant::now(),
             heard_at: None,
+            response_timeout: Duration::ZERO,
             serial: 0,
             pacers: [None, None],
             key: 0,
