@@ -155,6 +155,8 @@ fn a_timeout_that_is_not_a_number_of_seconds_is_invalid() {
     let mut text = download("text", "http://127.0.0.1:1/x", &dir.path().join("y"));
     text["timeout"] = json!("10");
     let run = client::run(&[], &[bad, text]);
+    let features = run.of("hello")[0]["features"].as_array().unwrap().clone();
+    assert!(features.contains(&json!("timeout")) && features.contains(&json!("max_speed")));
     let invalid = run.of("invalid");
     assert_eq!(invalid.len(), 2);
     for event in invalid {

@@ -55,6 +55,8 @@ impl Front for JsonLines {
             "priority",
             "progress",
             "cached",
+            "timeout",
+            "max_speed",
         ]);
         write_line(
             io.stdout(),
