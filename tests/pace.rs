@@ -184,19 +184,38 @@ fn timed_run(
     args: &[&str],
     each: impl Fn(&mut Value),
 ) -> Vec<f64> {
+    timed_run_over(nginx, false, files, args, each)
+}
+
+/// [`timed_run`] over plain HTTP/1.1, or over https (HTTP/2, the test's CA trusted).
+fn timed_run_over(
+    nginx: &Nginx,
+    https: bool,
+    files: &[(&str, usize)],
+    args: &[&str],
+    each: impl Fn(&mut Value),
+) -> Vec<f64> {
     let out = tempfile::tempdir().unwrap();
     let requests: Vec<Value> = files
         .iter()
         .enumerate()
         .map(|(i, (name, size))| {
-            let url = format!("http://127.0.0.1:{}/{name}", nginx.http_port);
+            let url = match https {
+                true => format!("https://127.0.0.1:{}/{name}", nginx.https_port),
+                false => format!("http://127.0.0.1:{}/{name}", nginx.http_port),
+            };
             let mut r = download(name, &url, &out.path().join(name));
             r["hashes"] = json!({"sha256": sha256_hex(&bytes(100 + i as u64, *size))});
             each(&mut r);
             r
         })
         .collect();
-    let run = client::run(args, &requests);
+    let cert = nginx.cert();
+    let mut args = args.to_vec();
+    if https {
+        args.extend(["--ca-file", cert.to_str().unwrap()]);
+    }
+    let run = client::run(&args, &requests);
     assert_eq!(run.status, 0, "{:?}", run.events);
     let took: Vec<f64> = files
         .iter()
@@ -249,4 +268,18 @@ fn max_speed_is_rebalanced_as_transfers_end() {
     for (measured, expected) in took.iter().zip([3.0, 5.0, 6.0]) {
         assert!(within_15_percent(*measured, expected), "{took:?}");
     }
+}
+
+#[test]
+fn max_speed_is_shared_by_http2_streams_of_one_connection_too() {
+    let files = [("a.bin", 2 * MIB), ("b.bin", 2 * MIB), ("c.bin", 2 * MIB)];
+    let (_root, nginx) = nginx_with(&files);
+    let took = timed_run_over(&nginx, true, &files, &["--max-speed", "2M"], |_| {});
+    // 6 MiB at 2 MiB/s: 3 s, the three streams ending together.
+    let last = took.iter().cloned().fold(0.0, f64::max);
+    let first = took.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(within_15_percent(last, 3.0), "{took:?}");
+    assert!(first >= 0.85 * last, "one stream got more than its share: {took:?}");
+    let protocols: Vec<String> = nginx.agents().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(protocols, vec!["HTTP/2.0"; 3]);
 }
