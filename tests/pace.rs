@@ -279,7 +279,10 @@ fn max_speed_is_shared_by_http2_streams_of_one_connection_too() {
     let last = took.iter().cloned().fold(0.0, f64::max);
     let first = took.iter().cloned().fold(f64::MAX, f64::min);
     assert!(within_15_percent(last, 3.0), "{took:?}");
-    assert!(first >= 0.85 * last, "one stream got more than its share: {took:?}");
+    assert!(
+        first >= 0.85 * last,
+        "one stream got more than its share: {took:?}"
+    );
     let protocols: Vec<String> = nginx.agents().into_iter().map(|(p, _)| p).collect();
     assert_eq!(protocols, vec!["HTTP/2.0"; 3]);
 }
