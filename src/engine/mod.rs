@@ -290,8 +290,8 @@ impl Engine {
     }
 
     /// Rate limits: once a bucket is out of debt, unpause the transfers it paused, oldest
-    /// first. Each takes a chunk only while the bucket has tokens; the rest pause again at
-    /// once, queued behind, so the next refill goes to the next in line.
+    /// first. Each takes a chunk only while the bucket is not in debt; the rest pause again
+    /// and queue for the next refill (net/pacer.rs says why this shares evenly).
     fn release_paced(&mut self) {
         let now = Instant::now();
         let due = |pacer: &Pacer| pacer.due().is_some_and(|due| due <= now);

@@ -6,9 +6,10 @@
 //! share changes whenever a transfer starts or ends, and libcurl does not promise that the
 //! option takes effect on a running transfer (curl issues 6162 and 11857: it did not, in
 //! some versions). A bucket in front of the sinks is exact over any window longer than a
-//! few chunks, needs nothing from curl but pause and unpause, and is fair by construction:
-//! the engine unpauses the paused transfers in the order they paused (round robin), and
-//! a transfer may take a chunk only while the bucket is not in debt.
+//! few chunks, needs nothing from curl but pause and unpause, and shares evenly: every
+//! transfer waiting on the bucket is unpaused when it is out of debt (oldest first), each
+//! takes at most one chunk while it is not in debt, and the rest pause again and wait for
+//! the next refill; whoever got a chunk has to read again and queue behind them.
 //!
 //! Everything runs on the loop's thread (the callbacks run inside curl calls the loop
 //! makes), so plain cells suffice; the hot path (`admit`, `spend`) does not allocate.
