@@ -143,6 +143,12 @@ pub struct Transport {
     pub low_speed: Option<LowSpeed>,
     /// Receive at most this many bytes per second (0: no limit).
     pub max_speed: Option<u64>,
+    /// The download's time limit, from the start of its first attempt, retries included
+    /// (zero: none, whatever `--max-time` says).
+    pub max_time: Option<Duration>,
+    /// How long an attempt may wait for the response to begin, in place of
+    /// `--response-timeout` (zero: no limit): a front's own timeout setting.
+    pub response_timeout: Option<Duration>,
     /// A proxy URL (`http://`, `https://`, `socks5://`, `socks5h://`); `""` means no proxy,
     /// not even from the environment.
     pub proxy: Option<String>,

@@ -47,6 +47,28 @@ pub struct Options {
     #[arg(long, default_value_t = 30)]
     pub low_speed_time: u64,
 
+    /// Seconds an attempt may wait for the first byte of the response once its request is
+    /// sent (the connection made, TLS included), and again after each redirect; it holds
+    /// even with --low-speed-limit 0 (0 turns it off). A timeout is retried like any
+    /// `timeout`.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub response_timeout: u64,
+
+    /// Seconds a download may take from the start of its first attempt to its end, retries
+    /// and their waits included (curl's name; 0: no limit). Requests may set their own
+    /// (`timeout`).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    pub max_time: f64,
+
+    /// Bytes per second all transfers together may receive (K, M, G suffixes as for
+    /// --max-size; 0: no limit), shared evenly by the running transfers.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub max_speed: u64,
+
+    /// Speak HTTP/1.1 only: no HTTP/2, not even over TLS.
+    #[arg(long = "http1.1")]
+    pub http1_1: bool,
+
     /// Retries per download after a failed attempt (attempts = 1 + retries), across all
     /// its URLs or mirrors.
     #[arg(long, default_value_t = 5)]
@@ -141,9 +163,10 @@ pub struct Options {
     #[arg(long)]
     pub file_urls: bool,
 
-    /// User-Agent header sent with every HTTP request.
-    #[arg(long, default_value = concat!("fetchmux/", env!("CARGO_PKG_VERSION")))]
-    pub user_agent: String,
+    /// User-Agent header sent with every HTTP request [default: fetchmux/<version>
+    /// libcurl/<version>]. A request's own User-Agent header wins.
+    #[arg(long, value_name = "TEXT")]
+    pub user_agent: Option<String>,
 
     /// Speak another protocol than JSON Lines.
     #[command(subcommand)]
@@ -199,6 +222,28 @@ impl Options {
     /// yum's stock helper fetches).
     pub fn file_urls_allowed(&self) -> bool {
         self.file_urls || self.mode == Some(Mode::UrlgrabberExtDown)
+    }
+
+    /// How long an attempt may wait for its response to begin (`None`: no limit).
+    pub fn response_timeout(&self) -> Option<Duration> {
+        (self.response_timeout > 0).then(|| Duration::from_secs(self.response_timeout))
+    }
+
+    /// A download's time limit (`None`: no limit).
+    pub fn max_time(&self) -> Option<Duration> {
+        (self.max_time > 0.0).then(|| Duration::from_secs_f64(self.max_time))
+    }
+
+    /// The User-Agent: `--user-agent`, else `fetchmux/<version> libcurl/<version>`.
+    pub fn user_agent(&self) -> String {
+        match &self.user_agent {
+            Some(agent) => agent.clone(),
+            None => format!(
+                "fetchmux/{} libcurl/{}",
+                env!("CARGO_PKG_VERSION"),
+                curl::Version::get().version()
+            ),
+        }
     }
 }
 
@@ -300,6 +345,16 @@ fn proxy_user(text: &str) -> Result<Secret, String> {
     }
 }
 
+/// Seconds, possibly fractional (`2`, `0.5`): finite and not negative.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds (examples: 30, 0.5)"
+        )),
+    }
+}
+
 /// `1024`, `64K`, `10M`, `16G` (binary multiples).
 fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -363,6 +418,37 @@ mod tests {
         assert!(!from(&["/usr/lib/apt/methods/http"])
             .unwrap()
             .file_urls_allowed());
+    }
+
+    #[test]
+    fn pace_flags() {
+        let o = Options::try_parse_from(["fetchmux"]).unwrap();
+        assert_eq!(o.response_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!((o.max_time(), o.max_speed, o.http1_1), (None, 0, false));
+        assert!(o.user_agent().starts_with("fetchmux/"));
+        assert!(o.user_agent().contains(" libcurl/"));
+        let o = Options::try_parse_from([
+            "fetchmux",
+            "--max-time",
+            "0.5",
+            "--max-speed",
+            "1M",
+            "--http1.1",
+            "--response-timeout",
+            "0",
+            "--user-agent",
+            "pm/1",
+        ])
+        .unwrap();
+        assert_eq!(o.max_time(), Some(Duration::from_millis(500)));
+        assert_eq!((o.max_speed, o.http1_1), (1 << 20, true));
+        assert_eq!(
+            (o.response_timeout(), o.user_agent()),
+            (None, "pm/1".into())
+        );
+        for bad in ["-1", "NaN", "soon"] {
+            assert!(Options::try_parse_from(["fetchmux", "--max-time", bad]).is_err());
+        }
     }
 
     #[test]

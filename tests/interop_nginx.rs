@@ -209,3 +209,109 @@ fn a_redirect_from_https_to_http_is_refused() {
         .count();
     assert_eq!(plain_gets, 1, "only `plain` fetched the file over http");
 }
+
+/// `--http1.1` turns HTTP/2 off: the same https downloads reach nginx (HTTP/2 on) as
+/// HTTP/2.0 without the flag and as HTTP/1.1 with it, and `hello` offers `http2` only
+/// without it.
+#[test]
+fn http1_1_turns_http2_off() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 3);
+    let nginx = Nginx::start(root.path());
+    let cert = nginx.cert();
+    let out = tempfile::tempdir().unwrap();
+    let requests = |tag: &str| -> Vec<serde_json::Value> {
+        files
+            .iter()
+            .map(|(name, body)| {
+                let url = format!("https://127.0.0.1:{}/{name}", nginx.https_port);
+                let id = format!("{tag}-{name}");
+                let mut r = download(&id, &url, &out.path().join(&id));
+                r["hashes"] = json!({"sha256": sha256_hex(body)});
+                r
+            })
+            .collect()
+    };
+    let features = |run: &client::Run| run.of("hello")[0]["features"].clone();
+    let ca = ["--ca-file", cert.to_str().unwrap()];
+    let run = client::run(&ca, &requests("two"));
+    assert_eq!(run.status, 0, "{:?}", run.events);
+    assert!(features(&run).as_array().unwrap().contains(&json!("http2")));
+    let protocols = |log: Vec<(String, String)>| -> Vec<String> {
+        log.into_iter().map(|(protocol, _)| protocol).collect()
+    };
+    assert_eq!(protocols(nginx.agents()), vec!["HTTP/2.0"; 3]);
+
+    let run = client::run(&[ca[0], ca[1], "--http1.1"], &requests("one"));
+    assert_eq!(run.status, 0, "{:?}", run.events);
+    assert!(!features(&run).as_array().unwrap().contains(&json!("http2")));
+    let log = protocols(nginx.agents());
+    assert_eq!(log[3..], vec!["HTTP/1.1"; 3], "{log:?}");
+}
+
+/// The User-Agent: `fetchmux/<version> libcurl/<version>` by default, `--user-agent` when
+/// given, and a request's own `User-Agent` header over either; urlgrabber's `user_agent`
+/// over the flag too. nginx's log shows what arrived.
+#[test]
+fn the_user_agent_is_ours_unless_the_flag_or_the_request_says_otherwise() {
+    let root = tempfile::tempdir().unwrap();
+    let files = files(root.path(), 1);
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}/p0.rpm", nginx.http_port);
+    let plain = download("plain", &url, &out.path().join("plain"));
+    let mut own = download("own", &url, &out.path().join("own"));
+    own["headers"] = json!({"User-Agent": "pm/7 (own)"});
+    let run = client::run(&["--max-parallel", "1"], std::slice::from_ref(&plain));
+    let libcurl = run.of("hello")[0]["libcurl"].as_str().unwrap().to_string();
+    let agents = |from: usize| -> Vec<String> {
+        nginx.agents()[from..]
+            .iter()
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+    assert_eq!(
+        agents(0),
+        [format!(
+            "fetchmux/{} libcurl/{libcurl}",
+            env!("CARGO_PKG_VERSION")
+        )]
+    );
+    let run = client::run(
+        &["--user-agent", "flag/2", "--max-parallel", "1"],
+        &[plain, own],
+    );
+    assert_eq!(run.status, 0, "{:?}", run.events);
+    let mut seen = agents(1);
+    seen.sort();
+    assert_eq!(seen, ["flag/2", "pm/7 (own)"]);
+
+    // urlgrabber's own option wins over the flag.
+    let line = format!(
+        "url='{url}' filename='{}' user_agent='urlgrabber/4.1.0' size=0\n",
+        out.path().join("ug").display()
+    );
+    let mut child = Command::new(client::binary())
+        .args(["--user-agent", "flag/2", "urlgrabber-ext-down"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(agents(3), ["urlgrabber/4.1.0"]);
+    assert_eq!(
+        std::fs::read(out.path().join("ug")).unwrap(),
+        files[0].1,
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

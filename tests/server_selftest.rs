@@ -549,3 +549,24 @@ fn dropping_the_server_stops_it_and_closes_its_connections() {
         "nothing listens any more"
     );
 }
+
+/// `/silent` reads the request (it is recorded) and never answers: not a byte, and the
+/// connection stays open.
+#[test]
+fn silent_never_answers_and_keeps_the_connection_open() {
+    let server = TestServer::start();
+    let mut stream = connect(server.addr());
+    send(&mut stream, "GET", "/silent", &[], false);
+    stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = stream.read(&mut byte);
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut),
+        "{read:?}"
+    );
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.current_connections(), 1);
+}

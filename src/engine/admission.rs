@@ -7,17 +7,20 @@
 //! to curl.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::api::{Event, Outcome, Source};
+use crate::api::{Download, Event, Outcome, Source};
 use crate::body::sink;
+use crate::config::Options;
 use crate::engine::downloads::State;
 use crate::engine::job::Job;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
+use crate::net::pacer::Pacer;
 use crate::net::transfer::AlpnLearner;
-use crate::net::url::host_key;
+use crate::net::url::{host_key, is_http};
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::{Scheduler, Ticket};
 
@@ -161,6 +164,30 @@ impl Engine {
         let recycled = self.spare_handles.pop();
         let buffer = self.spare_buffers.pop().unwrap_or_default();
         let alpn_learner = self.alpn_learner_for(key);
+        let now = Instant::now();
+        let job = &mut self.downloads[key].job;
+        if job.attempts.is_empty() {
+            job.deadline = time_limit(&job.request, &self.options).map(|limit| now + limit);
+        }
+        let time_left = job.deadline.map(|at| at.saturating_duration_since(now));
+        if time_left.is_some_and(|left| left.is_zero()) {
+            // It waited for a place past its time limit.
+            self.scheduler.release(&job.slot, job.cost);
+            self.spare_buffers.push(buffer);
+            self.spare_handles.extend(recycled);
+            return self.out_of_time(key, None);
+        }
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        // The request's own max_speed: a bucket of its own, released by the loop's timer
+        // like the shared one.
+        let own_pacer = job
+            .request
+            .transport
+            .as_ref()
+            .and_then(|t| t.max_speed)
+            .filter(|&rate| rate > 0)
+            .map(|rate| Rc::new(Pacer::new(rate, 1)));
         let job = &self.downloads[key].job;
         let route = match &job.request.source {
             Source::Mirror { set, .. } => self.mirrors.route(set),
@@ -175,6 +202,9 @@ impl Engine {
             auth: super::redirect::credentials(&job.request, &self.mirrors),
             route,
             root: &self.root,
+            serial,
+            time_left,
+            pacers: [self.pacer.clone(), own_pacer.clone()],
         };
         let easy = match handle::build(
             attempt,
@@ -189,6 +219,7 @@ impl Engine {
                 return self.attempt_failed(key, error, None, None);
             }
         };
+        self.own_pacers.extend(own_pacer);
         let added = self.multi.add2(easy);
         self.curl_io.apply(self.poll.registry());
         let mut handle = added.unwrap_or_else(|err| panic!("curl refused a transfer: {err}"));
@@ -202,6 +233,12 @@ impl Engine {
         });
         if job.request.progress {
             self.progress.watch(key);
+        }
+        if let Some(limit) = response_timeout(&job.request, &self.options) {
+            if is_http(&job.url) {
+                handle.get_mut().response_timeout = limit;
+                self.response_checks.add(now + limit, key, serial);
+            }
         }
         download.state = State::Active(handle);
     }
@@ -285,4 +322,21 @@ fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &
 /// The scheduler slot of a mirror.
 pub(super) fn mirror_slot(base: &str) -> String {
     format!("mirror {base}")
+}
+
+/// How long an attempt of `request` may wait for its response: the request's own (a front's
+/// timeout setting; zero: none), else `--response-timeout`.
+fn response_timeout(request: &Download, options: &Options) -> Option<Duration> {
+    match request.transport.as_ref().and_then(|t| t.response_timeout) {
+        Some(limit) => (!limit.is_zero()).then_some(limit),
+        None => options.response_timeout(),
+    }
+}
+
+/// A download's time limit: the request's `timeout` (zero: none), else `--max-time`.
+fn time_limit(request: &Download, options: &Options) -> Option<Duration> {
+    match request.transport.as_ref().and_then(|t| t.max_time) {
+        Some(limit) => (!limit.is_zero()).then_some(limit),
+        None => options.max_time(),
+    }
 }

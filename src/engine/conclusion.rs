@@ -3,6 +3,7 @@
 //! docs/design.md has the retry policy as a table.
 
 use std::path::Path;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::api::{Event, Outcome, Source};
@@ -111,6 +112,9 @@ impl Engine {
             sink.set_validators(head.etag.clone(), head.last_modified.clone());
         }
         self.network_bytes += transfer.network_bytes;
+        if let Some(own) = &transfer.pacers[1] {
+            self.own_pacers.retain(|pacer| !Rc::ptr_eq(pacer, own));
+        }
         self.scheduler
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);
@@ -409,6 +413,9 @@ impl Engine {
         if let Some(at) = job.not_before(&job.origin) {
             start = start.max(at);
         }
+        if job.deadline.is_some_and(|deadline| start >= deadline) {
+            return self.out_of_time(key, Some(error));
+        }
         self.enqueue_chosen(key, Some(start - now));
     }
 
@@ -423,6 +430,19 @@ impl Engine {
             error: &error,
             attempts: &job.attempts,
         });
+    }
+
+    /// The download's time limit ran out (or would, before its next attempt could start):
+    /// it fails as `timeout`, saying so, with the last attempt's error if there was one.
+    pub(super) fn out_of_time(&mut self, key: usize, last: Option<FetchError>) {
+        let mut message = String::from(
+            "the download's time limit (`timeout`, or --max-time) ran out; raise it, or set \
+             `timeout` to 0 for this request",
+        );
+        if let Some(last) = last {
+            message.push_str(&format!("; last attempt: {last}"));
+        }
+        self.fail(key, Some(FetchError::Timeout(message)));
     }
 
     /// End a download whose attempt was under way (cancel, shutdown): the attempt is

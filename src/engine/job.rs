@@ -31,6 +31,9 @@ pub(crate) struct Job {
     /// Every failed attempt, for `done` and `failed`.
     pub attempts: Vec<Attempt>,
     pub received_at: Instant,
+    /// When the download's time limit (`timeout`, `--max-time`) runs out, from the start
+    /// of its first attempt.
+    pub deadline: Option<Instant>,
 }
 
 impl Job {
@@ -48,6 +51,7 @@ impl Job {
             not_before: Vec::new(),
             attempts: Vec::new(),
             received_at: Instant::now(),
+            deadline: None,
         }
     }
 

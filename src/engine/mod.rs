@@ -26,8 +26,10 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod watch;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,7 +48,9 @@ use crate::config::Options;
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
+use crate::net::pacer::Pacer;
 use crate::net::transfer::Transfer;
+use crate::policy::checks::Checks;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 use downloads::Downloads;
@@ -54,11 +58,13 @@ use report::{Progress, Report};
 
 /// One turn's work after the wait, in order (the module's doc says why this order); skipped
 /// once a signal has stopped the run.
-const TURN: [fn(&mut Engine); 11] = [
+const TURN: [fn(&mut Engine); 13] = [
     Engine::read_pending_input,
     Engine::serve_curl_timer,
+    Engine::release_paced,
     Engine::requeue_due_retries,
     Engine::collect_finished,
+    Engine::check_response_timeouts,
     Engine::collect_hashed,
     Engine::collect_placed,
     Engine::collect_alpn,
@@ -140,6 +146,14 @@ pub struct Engine {
     file_urls: bool,
     /// The streams-per-connection cap curl has now (see `admission::spread_streams`).
     streams_per_connection: usize,
+    /// Response-timeout checks of the running attempts, and the number of the next attempt.
+    response_checks: Checks,
+    next_serial: u64,
+    /// The `--max-speed` bucket, the buckets of running transfers whose requests set
+    /// `max_speed`, and a queue kept for unpausing the transfers they paused.
+    pacer: Option<Rc<Pacer>>,
+    own_pacers: Vec<Rc<Pacer>>,
+    unpausing: VecDeque<usize>,
 }
 
 /// Run `front` over the engine until its input ends and all work is done; returns the exit
@@ -267,6 +281,10 @@ impl Engine {
             self.retry_wake,
             self.front_wake,
             self.mirrors.next_return(),
+            self.response_checks.next_due(),
+            self.pacer.as_ref().and_then(|p| p.due()),
+            // Only transfers with a rate of their own (at most --max-parallel of them).
+            self.own_pacers.iter().filter_map(|p| p.due()).min(),
         ]
         .into_iter()
         .flatten()
@@ -286,6 +304,35 @@ impl Engine {
         }
         self.curl_io.apply(self.poll.registry());
         self.curl_io.rearm(self.poll.registry(), fd);
+    }
+
+    /// Rate limits: once a bucket is out of debt, unpause the transfers it paused, oldest
+    /// first. Each takes a chunk only while the bucket is not in debt; the rest pause again
+    /// and queue for the next refill (net/pacer.rs says why this shares evenly).
+    fn release_paced(&mut self) {
+        let now = Instant::now();
+        let due = |pacer: &Pacer| pacer.due().is_some_and(|due| due <= now);
+        if let Some(pacer) = self.pacer.as_ref().filter(|p| due(p)) {
+            pacer.take_waiting(&mut self.unpausing);
+        }
+        for pacer in self.own_pacers.iter().filter(|p| due(p)) {
+            pacer.take_waiting(&mut self.unpausing);
+        }
+        if self.unpausing.is_empty() {
+            return;
+        }
+        while let Some(key) = self.unpausing.pop_front() {
+            // A transfer that ended since is gone; unpausing one that is not paused does
+            // nothing.
+            if let Some(downloads::State::Active(handle)) =
+                self.downloads.get(key).map(|d| &d.state)
+            {
+                if let Err(err) = handle.unpause_write() {
+                    eprintln!("fetchmux: cannot unpause a transfer: {err}");
+                }
+            }
+        }
+        self.curl_io.apply(self.poll.registry());
     }
 
     fn serve_curl_timer(&mut self) {

@@ -1,7 +1,8 @@
 //! Building the engine: the poll, curl's multi handle with caps that match ours, the
-//! workers, stdin (when the front reads it) and stdout.
+//! workers, stdin (when the front reads it), stdout, and the `--max-speed` bucket.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::rc::Rc;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use crate::engine::{Engine, SIGNALS, STDIN, STDOUT, WAKER};
 use crate::front::Front;
 use crate::io::stdin::{Input, LineBatch};
 use crate::net::curl_io::CurlIo;
+use crate::net::pacer::Pacer;
+use crate::policy::checks::Checks;
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::Scheduler;
 
@@ -65,6 +68,12 @@ impl Engine {
             .reads_stdin()
             .then(|| Input::open(poll.registry(), STDIN, Arc::clone(&waker)));
         let report = Report::new(front, waker, poll.registry(), STDOUT);
+        // --http1.1: no HTTP/2 anywhere, and `hello` does not offer it.
+        let has_http2 = version.feature_http2() && !options.http1_1;
+        let pacer = (options.max_speed > 0).then(|| {
+            let transfers = (options.max_parallel * options.max_streams.min(8)) as usize;
+            Rc::new(Pacer::new(options.max_speed, transfers))
+        });
         Ok(Engine {
             scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
             mirrors: Mirrors::new(Duration::from_secs(options.put_aside_for)),
@@ -85,7 +94,7 @@ impl Engine {
             stop: None,
             finished: Vec::new(),
             libcurl_version: version.version().to_string(),
-            has_http2: version.feature_http2(),
+            has_http2,
             retry_wake: None,
             front_wake: None,
             hasher,
@@ -105,6 +114,11 @@ impl Engine {
             file_urls,
             root,
             streams_per_connection: max_streams,
+            response_checks: Checks::default(),
+            next_serial: 0,
+            pacer,
+            own_pacers: Vec::new(),
+            unpausing: VecDeque::new(),
             poll,
         })
     }

@@ -58,6 +58,8 @@ impl Front for JsonLines {
             "auth",
             "tls",
             "proxy",
+            "timeout",
+            "max_speed",
         ]);
         write_line(
             io.stdout(),
@@ -336,6 +338,8 @@ struct RawDownload {
     range: Option<RawRange>,
     if_none_match: Option<String>,
     if_modified_since: Option<String>,
+    timeout: Option<f64>,
+    max_speed: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +470,7 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
         })?;
         hashes.push((algorithm, hex));
     }
+    let transport = transport(raw.timeout, raw.max_speed)?;
     Ok(api::Download {
         id: raw.id,
         source,
@@ -485,8 +490,36 @@ fn download(raw: RawDownload) -> Result<api::Download, FetchError> {
         }),
         if_none_match: raw.if_none_match,
         if_modified_since: raw.if_modified_since,
+        transport,
         ..api::Download::new(String::new(), api::Source::Urls(Vec::new()), PathBuf::new())
     })
+}
+
+/// A request's own `timeout` (seconds, for the whole download) and `max_speed` (bytes a
+/// second), over `--max-time` and the helper-wide pace; 0 means "no limit" for either.
+fn transport(
+    timeout: Option<f64>,
+    max_speed: Option<u64>,
+) -> Result<Option<Box<api::Transport>>, FetchError> {
+    let max_time = match timeout {
+        None => None,
+        Some(secs) if secs.is_finite() && (0.0..=1e9).contains(&secs) => {
+            Some(std::time::Duration::from_secs_f64(secs))
+        }
+        Some(secs) => {
+            return Err(FetchError::InvalidRequest(format!(
+                "`timeout`: {secs} is not a number of seconds from 0 to 1e9 (0: no limit)"
+            )))
+        }
+    };
+    if max_time.is_none() && max_speed.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(api::Transport {
+        max_time,
+        max_speed,
+        ..api::Transport::default()
+    })))
 }
 
 // ---------------------------------------------------------------------------------------

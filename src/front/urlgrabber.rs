@@ -308,9 +308,15 @@ fn transport<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<Transport, 
     } else {
         minrate
     };
-    let (connect_timeout, low_speed) = if timeout == 0 {
+    // The low-speed guard also bounds the wait for the response, in curl: the response
+    // timeout is the same time (0: none, as the stock helper would wait).
+    let (connect_timeout, low_speed, response_timeout) = if timeout == 0 {
         // 0 is curl's "no limit" for both: its own connect default, no speed guard.
-        (Some(Duration::from_secs(DEFAULT_TIMEOUT_SECS)), None)
+        (
+            Some(Duration::from_secs(DEFAULT_TIMEOUT_SECS)),
+            None,
+            Duration::ZERO,
+        )
     } else {
         let time = Duration::from_secs(timeout);
         (
@@ -319,6 +325,7 @@ fn transport<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<Transport, 
                 bytes_per_second: minrate,
                 time,
             }),
+            time,
         )
     };
     Ok(Transport {
@@ -327,6 +334,9 @@ fn transport<'a>(get: &impl Fn(&str) -> Option<&'a Value>) -> Result<Transport, 
         max_speed: Some(max_speed(get("throttle"), get("bandwidth"))?),
         proxy: text(get("proxy"), "proxy")?,
         tls: tls(get)?,
+        // urlgrabber has no overall limit: --max-time, if given.
+        max_time: None,
+        response_timeout: Some(response_timeout),
     })
 }
 

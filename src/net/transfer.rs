@@ -7,14 +7,16 @@
 //! `failure` and tells curl to stop; the engine reads the outcome when curl reports the
 //! transfer finished.
 
+use std::rc::Rc;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use curl::easy::{Handler, InfoType, WriteError};
 
 use crate::api::ByteRange;
 use crate::body::sink::{Flow, Sink};
 use crate::error::FetchError;
+use crate::net::pacer::Pacer;
 use crate::net::redirect::{is_redirect, Hops};
 use crate::net::response::ResponseHead;
 
@@ -58,6 +60,19 @@ pub(crate) struct Transfer {
     /// Bytes reported in the last `progress` event.
     pub reported: u64,
     pub started_at: Instant,
+    /// When the last response header line came (the response timeout counts from the
+    /// later of this and the request being sent).
+    pub heard_at: Option<Instant>,
+    /// The response timeout of this attempt (see `engine/watch.rs`).
+    pub response_timeout: Duration,
+    /// The engine's number for this attempt: a response-timeout check names it, so that it
+    /// never hits a later attempt that reuses the curl token.
+    pub serial: u64,
+    /// The buckets this transfer draws on: the shared `--max-speed` one and the request's
+    /// own `max_speed`, where there are such limits.
+    pub pacers: [Option<Rc<Pacer>>; 2],
+    /// This transfer's curl token, to queue in a bucket that pauses it.
+    pub key: usize,
     /// Set while the engine does not yet know whether the slot multiplexes (see
     /// `Handler::debug`).
     pub alpn_learner: Option<AlpnLearner>,
@@ -80,6 +95,11 @@ impl Transfer {
             network_bytes: 0,
             reported: 0,
             started_at: Instant::now(),
+            heard_at: None,
+            response_timeout: Duration::ZERO,
+            serial: 0,
+            pacers: [None, None],
+            key: 0,
             alpn_learner: None,
             hops: Hops::default(),
         }
@@ -88,6 +108,11 @@ impl Transfer {
     /// Bytes stored by this attempt (a resumed prefix included).
     pub fn received(&self) -> u64 {
         self.sink.as_ref().map_or(0, Sink::received)
+    }
+
+    /// The body has begun: the response timeout no longer applies.
+    pub fn body_started(&self) -> bool {
+        self.body_started
     }
 
     /// Before the first body byte: does the response fit what we asked for?
@@ -149,6 +174,12 @@ impl Handler for Transfer {
                 return Ok(0);
             }
         }
+        for pacer in self.pacers.iter().flatten() {
+            if !pacer.admit(self.key) {
+                // Over a rate limit: curl keeps the chunk until the engine unpauses us.
+                return Err(WriteError::Pause);
+            }
+        }
         let Some(sink) = self.sink.as_mut() else {
             return Ok(0);
         };
@@ -156,6 +187,9 @@ impl Handler for Transfer {
         if !matches!(flow, Ok(Flow::Pause)) {
             // A paused piece is offered again: counted when it is taken.
             self.network_bytes += data.len() as u64;
+            for pacer in self.pacers.iter().flatten() {
+                pacer.spend(data.len());
+            }
         }
         match flow {
             Ok(Flow::More) => Ok(data.len()),
@@ -176,6 +210,7 @@ impl Handler for Transfer {
     }
 
     fn header(&mut self, line: &[u8]) -> bool {
+        self.heard_at = Some(Instant::now());
         self.head.take(line);
         let head = &self.head;
         let whole_body = head.status == 200 && matches!(self.mode, BodyMode::Whole);

@@ -5,6 +5,7 @@
 //! credentials and `X-Api-Key` each request carried. `/private/` asks for HTTP Basic
 //! authentication ([`USER`], [`PASSWORD`], in an htpasswd file made at start with
 //! `openssl passwd -apr1`).
+//! `agents.log` has each request's protocol and User-Agent.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,8 @@ http {{
     access_log {d}/headers.log headers;
     log_format auth '$status|$request_uri|$remote_user|$http_authorization|$http_x_api_key';
     access_log {d}/auth.log auth;
+    log_format agents '$server_protocol|$http_user_agent';
+    access_log {d}/agents.log agents;
     client_body_temp_path {d}/body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
@@ -241,6 +244,19 @@ impl Nginx {
                     authorization: header(authorization),
                     api_key: header(api_key),
                 })
+            })
+            .collect()
+    }
+}
+
+impl Nginx {
+    /// `(protocol, User-Agent)` of every logged request, in order (`-`: none sent).
+    pub fn agents(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("agents.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| {
+                let (protocol, agent) = line.split_once('|')?;
+                Some((protocol.to_string(), agent.to_string()))
             })
             .collect()
     }

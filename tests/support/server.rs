@@ -22,6 +22,7 @@
 //! | `/lying/N/NAME` | `Content-Length: N`, then the whole file (longer or shorter), then close |
 //! | `/trickle/RATE/NAME` | the full `Content-Length`, then the body at RATE bytes a second |
 //! | `/stall/N/NAME` | the full `Content-Length`, the first N bytes, then nothing more until the server is dropped |
+//! | `/silent` | nothing: the connection is accepted and the request read, and no answer ever comes (until the server is dropped) |
 //! | `/endless` | 200, chunked, zeros in 64 KiB chunks until the client goes away |
 //! | `/headers` | 200, the request's headers as `name: value` lines |
 //! | `/flaky/N/NAME[?retry_after=S]` | the first N requests get 503, later ones as `/files/NAME` |
@@ -614,6 +615,8 @@ async fn route(state: &State, takeover: &Takeover, request: Request<Incoming>) -
             }
             None => not_found(),
         },
+        // Accepts, reads the request, and never answers: no status line, no byte.
+        "silent" if rest.is_empty() => std::future::pending().await,
         "endless" if rest.is_empty() => streamed(None, |mut tx| async move {
             let chunk = Bytes::from(vec![0u8; 64 * 1024]);
             while tx.send_data(chunk.clone()).await.is_ok() {}

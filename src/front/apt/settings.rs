@@ -53,6 +53,8 @@ impl Settings {
             // transfer; a guard of 1 byte/s over that time is the closest curl has.
             let time = Duration::from_secs(seconds.max(1));
             transport.connect_timeout = Some(time);
+            // ... and the wait for the response (the engine's, as curl has none for HTTP).
+            transport.response_timeout = Some(time);
             transport.low_speed = Some(LowSpeed {
                 bytes_per_second: 1,
                 time,

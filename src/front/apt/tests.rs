@@ -252,6 +252,7 @@ fn configuration_sets_transport_and_headers() {
                 time: seven
             }),
             max_speed: Some(100 * 1024),
+            response_timeout: Some(seven),
             proxy: Some("http://127.0.0.1:3128/".into()),
             ..Transport::default()
         })

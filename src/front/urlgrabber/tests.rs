@@ -153,6 +153,8 @@ fn maps_the_big_download() {
         })
     );
     assert_eq!(t.max_speed, Some(1_000_000));
+    // The same time bounds the wait for the response.
+    assert_eq!(t.response_timeout, Some(Duration::from_secs(20)));
     assert_eq!(t.proxy, None);
     // The parent always sends ssl_cert_type='PEM'; without a certificate it means nothing,
     // and the TLS settings stay the helper's (so the curl handle can be reused).
@@ -233,6 +235,7 @@ fn maps_reget_speed_proxy_credentials_and_tls() {
     assert_eq!(t.max_speed, Some(1000));
     // timeout=0: no speed guard, curl's own connect limit.
     assert_eq!(t.low_speed, None);
+    assert_eq!(t.response_timeout, Some(Duration::ZERO));
     assert_eq!(t.connect_timeout, Some(Duration::from_secs(300)));
     assert_eq!(t.proxy.as_deref(), Some("http://127.0.0.1:3128"));
     assert_eq!(t.tls.ca_file, Some(PathBuf::from("/ca")));
