@@ -553,4 +553,23 @@ mod tests {
             assert_eq!(from(&[argv0]).unwrap().mode, None, "{argv0}");
         }
     }
+
+    #[test]
+    fn every_flag_is_in_the_configuration_guide_and_the_protocol_page() {
+        use clap::CommandFactory;
+        let guide = include_str!("../docs/configuration.md");
+        let protocol = include_str!("../docs/protocol.md");
+        for arg in Options::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let flag = format!("`--{long}");
+            assert!(
+                guide.contains(&flag),
+                "docs/configuration.md lacks --{long}"
+            );
+            assert!(protocol.contains(&flag), "docs/protocol.md lacks --{long}");
+        }
+    }
 }
