@@ -150,10 +150,14 @@ class Result:
     Iterating many downloads never raises for one of them: the error is held here
     (``error``, an instance of the kind's class); ``raise_for_error()`` raises it.
     ``event`` is the raw ``done``/``failed``/``invalid`` event; ``request`` what was sent.
+    ``failures`` lists the attempts that failed, as ``(url, error)``: before the success for
+    a ``done`` (a mirror that answered 503 before another served the file), every attempt
+    for a ``failed``.
     """
 
     __slots__ = ("id", "request", "event", "error", "path", "url", "size", "hashes", "status",
-                 "attempts", "elapsed_ms", "cached", "not_modified", "etag", "last_modified")
+                 "attempts", "failures", "elapsed_ms", "cached", "not_modified", "etag",
+                 "last_modified")
 
     def __init__(self, request, event=None, error=None):
         self.id = request["id"]
@@ -168,6 +172,9 @@ class Result:
         self.status = e.get("status")
         attempts = self.event.get("attempts", 0)
         self.attempts = len(attempts) if isinstance(attempts, list) else attempts
+        failed = attempts if isinstance(attempts, list) else self.event.get("failures", [])
+        self.failures = [(a.get("url"), error_from(a.get("error", {}), id=self.id))
+                         for a in failed]
         self.elapsed_ms = e.get("elapsed_ms")
         self.cached = e.get("cached", False)
         self.not_modified = e.get("not_modified", False)
@@ -492,6 +499,7 @@ class Session:
         self.hello = None
         self.summary = None      # the `bye` event, once read
         self.problems = []       # `invalid` events for mirrors lines and unknown lines
+        self.mirror_states = {}  # base URL -> its latest `mirror` event (put aside, or back)
         self._stderr_to = sys.stderr if stderr is _RELAY else stderr
         self._stderr_tail = collections.deque(maxlen=20)
         self._lock = threading.Lock()
@@ -773,6 +781,10 @@ class Session:
                 return
             if kind == "bye":
                 self.summary = event
+                return
+            if kind == "mirror":
+                # The latest word on each mirror: "aside" (with back_in_ms) or "back".
+                self.mirror_states[event.get("url")] = event
                 return
             if kind == "invalid":
                 d = self._by_line.pop(event.get("line"), None)

@@ -256,6 +256,29 @@ class SyncTests(Base):
         self.assertEqual(sorted(p for p in self.server.log if p.startswith("/p/")),
                          sorted("/" + n for n in files))
 
+    def test_results_list_failed_attempts_and_the_session_knows_mirrors_put_aside(self):
+        data = self.server.add("y.bin", body(7, 2000))
+        dead = dead_url()
+        with fetchmux.Session(stderr=None, retries=1, put_aside_for=60) as s:
+            r = s.download(urls=[self.server.url("missing.bin"), self.server.url("y.bin")],
+                           dest=self.dest("y.bin"), hashes={"sha256": sha256(data)})
+            self.assertEqual(r.attempts, 2)
+            self.assertEqual(len(r.failures), 1, r.failures)
+            url, err = r.failures[0]
+            self.assertEqual(url, self.server.url("missing.bin"))
+            self.assertIsInstance(err, fetchmux.HttpStatusError)
+            self.assertEqual(err.status, 404)
+            # A mirror that fails 5 times in a row on its own is put aside.
+            s.mirrors("gone", [dead], max_per_mirror=1)
+            for i in range(3):
+                bad = s.submit(mirror="gone", path="z", dest=self.dest("z%d" % i)).result(60)
+                self.assertFalse(bad.ok)
+                self.assertIsInstance(bad.error, fetchmux.ConnectError)
+            state = s.mirror_states[dead]
+            self.assertEqual(state["state"], "aside")
+            self.assertEqual(state["failures"], 5)
+            self.assertEqual(state["back_in_ms"], 60000)
+
     def test_cancel_a_running_download(self):
         self.server.add("big", body(7, 1 << 20))
         started = threading.Event()
