@@ -7,7 +7,8 @@ set -euo pipefail
 # apt: tests/apt_method.rs runs apt-get against a repository that tests/support/debrepo.py
 # builds with dpkg-deb (dpkg, always there) and Python's own hashlib and lzma, so neither
 # dpkg-scanpackages (dpkg-dev) nor xz (xz-utils) is needed.
-packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt)
+# tmux: tests/get_cli.rs runs `fetchmux get` in a real terminal and reads the screen.
+packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

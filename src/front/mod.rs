@@ -4,6 +4,7 @@
 //! protocol, urlgrabber's, a human command line) is a new file here and a line in `main.rs`.
 
 pub mod apt;
+pub mod get;
 pub mod jsonl;
 pub mod urlgrabber;
 
