@@ -172,6 +172,10 @@ impl Front for Get {
 
     fn input(&mut self, _line: Line<'_>, _io: &mut Io<'_>) {}
 
+    fn notice(&mut self, text: &str) {
+        self.display.line(text);
+    }
+
     fn event(&mut self, event: &Event<'_>, _io: &mut Io<'_>) {
         match *event {
             Event::Started { id, .. } => {

@@ -57,6 +57,12 @@ pub trait Front {
     /// Something happened to a download or a submission.
     fn event(&mut self, event: &Event<'_>, io: &mut Io<'_>);
 
+    /// A line for the person or log on stderr from the engine (a signal caught). A front that
+    /// draws on the terminal prints it above its drawing, which a plain write would break.
+    fn notice(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
+
     /// Once per loop turn, for fronts that draw; returns when the front wants to be called
     /// again at the latest (the loop wakes up for it).
     fn tick(&mut self, _now: Instant, _io: &mut Io<'_>) -> Option<Instant> {
