@@ -164,7 +164,7 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn a_terminal_shows_each_transfer_and_a_total_then_verdicts_and_a_summary() {
     let server = TestServer::start();
-    // 64 KB at 16 KB/s: about four seconds each, long enough to read the screen mid-way.
+    // 64 KB at 12 KB/s: over five seconds each, long enough to read the screen mid-way.
     let slow = [bytes(1, 64_000), bytes(2, 64_000)];
     server.add_file("slow-one.bin", slow[0].clone());
     server.add_file("slow-two.bin", slow[1].clone());
@@ -175,8 +175,8 @@ fn a_terminal_shows_each_transfer_and_a_total_then_verdicts_and_a_summary() {
     tmux.type_line(&format!(
         "{} get -o out {} {} {} {}; echo \"exit=$?\"",
         quote(&binary()),
-        server.url("/trickle/16000/slow-one.bin"),
-        server.url("/trickle/16000/slow-two.bin"),
+        server.url("/trickle/12000/slow-one.bin"),
+        server.url("/trickle/12000/slow-two.bin"),
         server.url("/files/quick.txt"),
         server.url("/files/missing.rpm"),
     ));
@@ -197,8 +197,12 @@ fn a_terminal_shows_each_transfer_and_a_total_then_verdicts_and_a_summary() {
                 .lines()
                 .any(|l| l.trim_start().starts_with("total") && l.contains("files"))
             && screen.contains("✓ quick.txt")
+            && screen.contains("✗ missing.rpm")
     });
-    assert!(running.contains("✗ missing.rpm  http_status"), "{running}");
+    assert!(
+        running.contains("✗ missing.rpm  http_status: server answered HTTP 404"),
+        "{running}"
+    );
     let total = running
         .lines()
         .find(|l| l.trim_start().starts_with("total"))
