@@ -17,6 +17,7 @@ use crate::body::digest::Algorithm;
 use crate::config::get::GetArgs;
 use crate::error::{ErrorKind, FetchError};
 use crate::front::{Front, Io, Line};
+use crate::net::url::redacted_string;
 use display::{size, Display};
 
 /// Failures listed one by one in the summary; beyond, a count.
@@ -129,7 +130,8 @@ impl Get {
         } else {
             String::new()
         };
-        let why = format!("{}: {error}{tries}", error.kind());
+        // Messages may quote a URL: never with its password (as the other fronts).
+        let why = redacted_string(format!("{}: {error}{tries}", error.kind()));
         self.display
             .line(&format!("✗ {}  {why}", self.files[index].name));
         self.failures.push((index, why));
