@@ -23,9 +23,15 @@ struct Tmux {
 impl Tmux {
     /// A detached 120×30 terminal running a plain bash in `dir`.
     fn start(name: &str, dir: &Path) -> Tmux {
+        Tmux::start_sized(name, dir, 30)
+    }
+
+    /// The same with `rows` rows.
+    fn start_sized(name: &str, dir: &Path, rows: u16) -> Tmux {
         let tmux = Tmux {
             socket: format!("fetchmux-test-{}-{name}", std::process::id()),
         };
+        let rows = rows.to_string();
         let status = tmux
             .command()
             .args([
@@ -36,7 +42,7 @@ impl Tmux {
                 "-x",
                 "120",
                 "-y",
-                "30",
+                &rows,
             ])
             .arg("-c")
             .arg(dir)
@@ -193,9 +199,11 @@ fn a_terminal_shows_each_transfer_and_a_total_then_verdicts_and_a_summary() {
         let moving = |l: &str| l.contains("KiB/s") && l.contains("ETA") && l.contains("/62.50 KiB");
         line("slow-one.bin").is_some_and(|l| moving(&l))
             && line("slow-two.bin").is_some_and(|l| moving(&l))
-            && screen
-                .lines()
-                .any(|l| l.trim_start().starts_with("total") && l.contains("files"))
+            && screen.lines().any(|l| {
+                // indicatif redraws a line at most 10 times a second: wait for the total
+                // line to have caught up with the finished files.
+                l.starts_with("total") && l.contains("KiB/s") && l.contains("/4 files, 1 failed")
+            })
             && screen.contains("✓ quick.txt")
             && screen.contains("✗ missing.rpm")
     });
@@ -252,6 +260,41 @@ fn a_terminal_shows_each_transfer_and_a_total_then_verdicts_and_a_summary() {
         quick
     );
     assert!(!dir.path().join("out/missing.rpm").exists());
+}
+
+#[test]
+fn a_small_terminal_gets_the_lines_that_fit_and_the_total_counts_the_rest() {
+    let server = TestServer::start();
+    let mut urls = Vec::new();
+    for i in 0..8 {
+        server.add_file(&format!("part-{i}.bin"), bytes(20 + i, 50_000));
+        urls.push(server.url(&format!("/trickle/10000/part-{i}.bin")));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 8 rows: 5 transfer lines, the total line, and room for the prompt.
+    let tmux = Tmux::start_sized("small", dir.path(), 8);
+    tmux.type_line(&format!(
+        "clear; {} get -j 8 {}; echo \"exit=$?\"",
+        quote(&binary()),
+        urls.join(" ")
+    ));
+    let screen = tmux.wait_for("5 lines and 3 more counted", |screen| {
+        let drawn = screen
+            .lines()
+            .filter(|l| l.starts_with("part-") && l.contains("ETA"))
+            .count();
+        drawn == 5
+            && screen
+                .lines()
+                .any(|l| l.starts_with("total") && l.contains("0/8 files, 3 more running"))
+    });
+    assert!(screen.lines().count() <= 8, "{screen}");
+    let end = tmux.wait_for("the exit status", |s| exit_status(s).is_some());
+    assert_eq!(exit_status(&end), Some("0"), "{end}");
+    for i in 0..8 {
+        let body = std::fs::read(dir.path().join(format!("part-{i}.bin"))).unwrap();
+        assert_eq!(body, bytes(20 + i, 50_000));
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod name;
 mod plan;
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::{About, Event, MirrorSet, Outcome, Request, Stop, Summary};
 use crate::body::digest::Algorithm;
@@ -19,6 +19,11 @@ use crate::error::{ErrorKind, FetchError};
 use crate::front::{Front, Io, Line};
 use crate::net::url::redacted_string;
 use display::{size, Display};
+
+/// How often the terminal's lines are redrawn without an event: indicatif drops a redraw
+/// that comes within 100 ms of the previous one, so the last change before a quiet spell
+/// (a transfer stalls, the final file ends) would stay undrawn until the next event.
+const REFRESH: Duration = Duration::from_millis(250);
 
 /// Failures listed one by one in the summary; beyond, a count.
 const LISTED_FAILURES: usize = 50;
@@ -173,6 +178,14 @@ impl Front for Get {
     }
 
     fn input(&mut self, _line: Line<'_>, _io: &mut Io<'_>) {}
+
+    fn tick(&mut self, now: Instant, _io: &mut Io<'_>) -> Option<Instant> {
+        let Display::Terminal(t) = &mut self.display else {
+            return None;
+        };
+        t.refresh();
+        Some(now + REFRESH)
+    }
 
     fn notice(&mut self, text: &str) {
         self.display.line(text);

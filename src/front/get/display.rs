@@ -50,7 +50,8 @@ pub struct Terminal {
     total: ProgressBar,
     /// The bar of each entry while it runs and is shown.
     bars: Vec<Option<ProgressBar>>,
-    shown: usize,
+    /// The entries that have a bar (at most `most_lines`), so that nothing walks `bars`.
+    shown: Vec<usize>,
     most_lines: usize,
     known: ProgressStyle,
     unknown: ProgressStyle,
@@ -73,7 +74,7 @@ impl Terminal {
             multi,
             total,
             bars: vec![None; files],
-            shown: 0,
+            shown: Vec::new(),
             // Room for the total line and the line the shell prompt comes back on.
             most_lines: rows.saturating_sub(3).clamp(1, MOST_LINES),
             known: style(&format!(
@@ -96,7 +97,7 @@ impl Terminal {
             bar.reset();
             return;
         }
-        if self.shown >= self.most_lines {
+        if self.shown.len() >= self.most_lines {
             return;
         }
         let bar = ProgressBar::new(total.unwrap_or(0)).with_prefix(name.to_string());
@@ -105,7 +106,7 @@ impl Terminal {
             None => bar.set_style(self.unknown.clone()),
         }
         self.bars[index] = Some(self.multi.insert_before(&self.total, bar));
-        self.shown += 1;
+        self.shown.push(index);
     }
 
     pub fn progress(&mut self, index: usize, bytes: u64, total: Option<u64>) {
@@ -126,7 +127,7 @@ impl Terminal {
         if let Some(bar) = self.bars[index].take() {
             bar.finish_and_clear();
             self.multi.remove(&bar);
-            self.shown -= 1;
+            self.shown.retain(|&shown| shown != index);
         }
     }
 
@@ -143,17 +144,27 @@ impl Terminal {
         self.total.set_position(bytes);
     }
 
+    /// Draw the lines again: what indicatif's rate limit left undrawn shows.
+    pub fn refresh(&self) {
+        for bar in self.shown.iter().filter_map(|&i| self.bars[i].as_ref()) {
+            bar.tick();
+        }
+        self.total.tick();
+    }
+
     /// Remove every line, for the summary.
     pub fn clear(&mut self) {
-        for bar in self.bars.iter_mut().filter_map(Option::take) {
-            bar.finish_and_clear();
+        for index in self.shown.drain(..) {
+            if let Some(bar) = self.bars[index].take() {
+                bar.finish_and_clear();
+            }
         }
         self.total.finish_and_clear();
         let _ = self.multi.clear();
     }
 
     pub fn hidden_running(&self, running: usize) -> usize {
-        running.saturating_sub(self.shown)
+        running.saturating_sub(self.shown.len())
     }
 }
 
