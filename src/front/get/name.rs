@@ -6,6 +6,8 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
+use crate::net::url::redacted;
+
 /// The default name for `url`, or why there is none (said so the user knows what to do).
 pub fn from_url(url: &str) -> Result<OsString, String> {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -26,7 +28,10 @@ pub fn from_url(url: &str) -> Result<OsString, String> {
         _ => None,
     };
     match problem {
-        Some(problem) => Err(format!("cannot name the file of {url}: {problem}")),
+        Some(problem) => Err(format!(
+            "cannot name the file of {}: {problem}",
+            redacted(url)
+        )),
         None => Ok(OsString::from_vec(name)),
     }
 }
@@ -84,5 +89,7 @@ mod tests {
             let err = name(url).unwrap_err();
             assert!(err.contains(url), "{err}");
         }
+        let err = name("http://u:secret@h/d/").unwrap_err();
+        assert!(err.contains("http://u:***@h/d/"), "{err}");
     }
 }

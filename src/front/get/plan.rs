@@ -8,11 +8,12 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::api::{Download, MirrorSet, Request, Source};
+use crate::api::{check_url, Download, MirrorSet, Request, Source};
 use crate::body::digest::Algorithm;
 use crate::config::get::GetArgs;
 use crate::front::get::list::{self, List};
 use crate::front::get::name;
+use crate::net::url::redacted;
 
 /// The downloads of a run, in order, and the mirror sets a request file declared.
 #[derive(Debug)]
@@ -55,7 +56,7 @@ pub fn plan(args: &GetArgs) -> Result<Plan, Vec<String>> {
                 .collect(),
         };
         let dest = args.output.clone().filter(|_| !one_url_only);
-        let origin = format!("URL {url}");
+        let origin = format!("URL {}", redacted(url));
         add_entry(&mut plan, &mut problems, &dir, entry, dest, &origin);
     }
     if let Some(input) = &args.input {
@@ -112,6 +113,11 @@ fn add_entry(
     let Some(first) = entry.urls.first() else {
         return;
     };
+    // A line that is no URL is said to be so, before its "name" is looked at.
+    let field = if entry.urls.len() == 1 { "url" } else { "urls" };
+    if let Err(error) = entry.urls.iter().try_for_each(|url| check_url(url, field)) {
+        return problems.push(format!("{at}: {error}"));
+    }
     let dest = match (dest, &entry.out) {
         (Some(dest), _) => dest,
         (None, Some(out)) => match checked_out(out) {
@@ -204,4 +210,63 @@ fn clashes(downloads: &[Download]) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(urls: &[&str], list: Option<&str>) -> (GetArgs, Option<tempfile::NamedTempFile>) {
+        let file = list.map(|text| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), text).unwrap();
+            file
+        });
+        let args = GetArgs {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            dir: Some(PathBuf::from("/cache")),
+            output: None,
+            input: file.as_ref().map(|f| f.path().to_path_buf()),
+            sha256: None,
+        };
+        (args, file)
+    }
+
+    #[test]
+    fn names_go_under_the_directory_and_out_stays_inside_it() {
+        let (a, _list) = args(&["http://h/p/a%20b.rpm"], Some("http://h/x\n  out=sub/y\n"));
+        let planned = plan(&a).unwrap();
+        let dests: Vec<_> = planned.downloads.iter().map(|d| d.dest.clone()).collect();
+        assert_eq!(
+            dests,
+            [
+                PathBuf::from("/cache/a b.rpm"),
+                PathBuf::from("/cache/sub/y")
+            ]
+        );
+        assert!(planned.downloads.iter().all(|d| d.progress));
+        for out in ["../y", "/etc/y", "a/../../y", ""] {
+            let (a, _list) = args(&[], Some(&format!("http://h/x\n  out={out}\n")));
+            let problems = plan(&a).unwrap_err();
+            assert!(problems[0].contains(":1: `out="), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_listed_at_once() {
+        let list = "http://h/a\nhttp://h/dir/\n{not json\nhttp://h/c\n  checksum=sha-256=zz\n";
+        let (a, _list) = args(&["http://h/a", "gopher://h/b"], Some(list));
+        let problems = plan(&a).unwrap_err();
+        let expected = [
+            "URL gopher://h/b: `url`: scheme `gopher` is not supported",
+            ":2: cannot name the file of http://h/dir/: its path ends in `/` (no file name); give one with -O NAME, or `  out=NAME` under it in a list",
+            ":3: `url`: \"{not json\" contains a space or control character",
+            ":4: `hashes`: `sha256` must be 64 hex digits",
+            "/cache/a would be written by two entries",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+        for (problem, expected) in problems.iter().zip(expected) {
+            assert!(problem.contains(expected), "{problem} lacks {expected}");
+        }
+    }
 }
