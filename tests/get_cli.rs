@@ -120,7 +120,18 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
+        // The socket file outlives the server: remove it too.
+        let socket = self
+            .command()
+            .args(["display-message", "-p", "#{socket_path}"])
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string());
         let _ = self.command().arg("kill-server").status();
+        if let Ok(socket) = socket.as_deref() {
+            if socket.contains(&self.socket) {
+                let _ = std::fs::remove_file(socket);
+            }
+        }
     }
 }
 
