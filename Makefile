@@ -1,7 +1,12 @@
 # fetchmux — the two commands a new machine needs are `make demo` and `make test`.
 CARGO ?= cargo
+# Where `make install` puts things: $(DESTDIR)$(PREFIX)/bin/fetchmux, the man pages, the
+# completions of bash, zsh and fish, and the protocol documents.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/fetchmux
 
-.PHONY: all build deps demo test lint ci clean bench bench-smoke
+.PHONY: all build deps demo test lint ci clean bench bench-smoke install install-files
 
 all: build
 
@@ -38,6 +43,25 @@ bench: build
 
 bench-smoke: build
 	bash bench/run.sh --smoke
+
+## The release binary, its man pages (fetchmux.1, fetchmux-get.1, …), bash/zsh/fish
+## completions and the protocol documents, under $(DESTDIR)$(PREFIX).
+install: build
+	@$(MAKE) --no-print-directory install-files
+
+## The same from an already built $(BIN) (tests/get_cli.rs runs it with the debug binary).
+install-files:
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	  $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d $(DESTDIR)$(PREFIX)/share/doc/fetchmux
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/fetchmux
+	$(BIN) generate man $(DESTDIR)$(PREFIX)/share/man/man1
+	$(BIN) generate completions bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/fetchmux
+	$(BIN) generate completions zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_fetchmux
+	$(BIN) generate completions fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/fetchmux.fish
+	install -m 644 docs/protocol.md docs/protocol.schema.json docs/fronts.md docs/get.md \
+	  $(DESTDIR)$(PREFIX)/share/doc/fetchmux
 
 ## What CI runs (.ci/run).
 ci: test lint demo bench-smoke

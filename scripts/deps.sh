@@ -10,9 +10,10 @@ set -euo pipefail
 # tinyproxy (an HTTP forward proxy) and microsocks (a SOCKS5 proxy): tests/tls_proxy.rs
 # downloads through each and reads their logs. Their packages enable services, which the
 # tests neither need nor use (each test runs its own instance on an ephemeral port).
+# tmux: tests/get_cli.rs runs `fetchmux get` in a real terminal and reads the screen.
 # python3 (3.9 or later): the Python client's tests (clients/python), examples/discover.py.
 packages=(pkg-config libssl-dev ca-certificates python3 make gcc nginx-light openssl apt
-  tinyproxy microsocks)
+  tinyproxy microsocks tmux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

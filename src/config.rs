@@ -3,169 +3,188 @@
 //! Per-download settings travel in the requests (docs/protocol.md); these are the knobs a
 //! package manager sets once when it spawns the helper. Also which protocol the process
 //! speaks ([`Mode`]): JSON Lines unless told otherwise, or apt's method protocol when apt
-//! runs the binary under a method's name.
+//! runs the binary under a method's name, or a person's `fetchmux get` ([`get::GetArgs`]).
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// fetchmux: downloads many files at once for a package manager, verifying every byte.
-///
-/// Requests are read from stdin and events written to stdout, one JSON object per line
-/// (see docs/protocol.md). stdin closing means "no more requests": the helper finishes what
-/// it has, prints `bye` and exits.
+pub mod get;
+mod version;
+
+/// The one line `-h` and the man page's NAME give.
+const ABOUT: &str =
+    "Download many files at once for a package manager, verifying every byte (see --help)";
+
+/// What `--help` says before the options: what the program is and how it is driven.
+const LONG_ABOUT: &str = "\
+fetchmux downloads many files at once for a package manager, in one process, verifying \
+size and digests while the bytes stream in; only verified bytes ever reach a destination.
+
+By default it is a helper that a program spawns: it reads download requests on stdin and \
+writes events on stdout, one JSON object per line (JSON Lines). Closing stdin means \"no \
+more requests\": it finishes what it has, prints `bye` and exits. The protocol is in \
+docs/protocol.md (installed under share/doc/fetchmux/ by `make install`).
+
+To download files yourself, from a terminal or a script, use `fetchmux get URL...` \
+(see `fetchmux get --help`).";
+
+/// The options below apply in every mode; they may also follow the subcommand
+/// (`fetchmux get -j 8 URL`).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "fetchmux", version, about, long_about = None)]
+#[command(name = "fetchmux", version, propagate_version = true)]
+#[command(about = ABOUT, long_about = LONG_ABOUT)]
+#[command(next_help_heading = "Engine options (every mode; may follow the subcommand)")]
 pub struct Options {
     /// Connections' worth of transfers at once, in total: that many HTTP/1.x transfers, or
     /// that many HTTP/2 connections of up to --max-streams transfers each.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(short = 'j', long, global = true, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_parallel: u32,
 
     /// Connections' worth of transfers at once to one host (scheme, host and port), counted
     /// like --max-parallel.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_host: u32,
 
     /// Cap on a body whose size the request does not give (bytes; K, M, G suffixes are
     /// powers of 1024; 0 means no cap).
-    #[arg(long, default_value = "16G", value_parser = parse_size)]
+    #[arg(long, global = true, default_value = "16G", value_parser = parse_size)]
     pub max_size: u64,
 
     /// Seconds allowed to establish a connection (including TLS).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub connect_timeout: u64,
 
     /// A transfer slower than this many bytes/s for --low-speed-time seconds fails as
     /// `too_slow` (0 disables the guard).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, global = true, default_value_t = 1024)]
     pub low_speed_limit: u32,
 
     /// Seconds of --low-speed-limit before a transfer fails as `too_slow`.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub low_speed_time: u64,
 
     /// Seconds an attempt may wait for the first byte of the response once its request is
     /// sent (the connection made, TLS included), and again after each redirect; it holds
     /// even with --low-speed-limit 0 (0 turns it off). A timeout is retried like any
     /// `timeout`.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     pub response_timeout: u64,
 
     /// Seconds a download may take from the start of its first attempt to its end, retries
     /// and their waits included (curl's name; 0: no limit). Requests may set their own
     /// (`timeout`).
-    #[arg(long, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 0.0, value_parser = parse_seconds)]
     pub max_time: f64,
 
     /// Bytes per second all transfers together may receive (K, M, G suffixes as for
     /// --max-size; 0: no limit), shared evenly by the running transfers.
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    #[arg(long, global = true, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
     pub max_speed: u64,
 
     /// Speak HTTP/1.1 only: no HTTP/2, not even over TLS.
-    #[arg(long = "http1.1")]
+    #[arg(long = "http1.1", global = true)]
     pub http1_1: bool,
 
     /// Retries per download after a failed attempt (attempts = 1 + retries), across all
     /// its URLs or mirrors.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, global = true, default_value_t = 5)]
     pub retries: u32,
 
     /// Longest wait before a retry, in seconds (caps the backoff and Retry-After).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub max_retry_wait: u64,
 
     /// Transfers at once to one mirror, for sets that do not give `max_per_mirror`.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, global = true, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_per_mirror: u32,
 
     /// Seconds a mirror that failed 5 times in a row on its own is put aside the first time;
     /// each later time doubles it, up to 15 minutes. Then it is tried again.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub put_aside_for: u64,
 
     /// Transfers sharing one HTTP/2 connection (libcurl also keeps to the server's own
     /// limit).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, global = true, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_streams: u32,
 
     /// Redirects followed per request (http and https targets only).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, global = true, default_value_t = 10)]
     pub max_redirects: u32,
 
     /// PEM file of certificate authorities to trust for https (instead of the system's).
     /// It must be a readable file when the helper starts.
-    #[arg(long, value_name = "PATH", value_parser = readable_file)]
+    #[arg(long, global = true, value_name = "PATH", value_parser = readable_file)]
     pub ca_file: Option<PathBuf>,
 
     /// Directory of certificate authorities to trust for https, in OpenSSL's hashed form
     /// (`openssl rehash DIR`): with --ca-file, both; alone, instead of the system's bundle.
     /// It must be a readable directory when the helper starts.
-    #[arg(long, value_name = "DIR", value_parser = readable_dir)]
+    #[arg(long, global = true, value_name = "DIR", value_parser = readable_dir)]
     pub ca_path: Option<PathBuf>,
 
     /// Client certificate (PEM) presented to https servers that ask for one; its key is in
     /// the same file unless --key names another.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    #[arg(long, global = true, value_name = "FILE", value_parser = readable_file)]
     pub cert: Option<PathBuf>,
 
     /// Private key (PEM) of --cert.
-    #[arg(long, value_name = "FILE", value_parser = readable_file, requires = "cert")]
+    #[arg(long, global = true, value_name = "FILE", value_parser = readable_file, requires = "cert")]
     pub key: Option<PathBuf>,
 
     /// File whose first line is the passphrase of the encrypted private key of --cert/--key
     /// (a file, so that the passphrase is not in the process list).
-    #[arg(long, value_name = "FILE", value_parser = read_secret, requires = "cert")]
+    #[arg(long, global = true, value_name = "FILE", value_parser = read_secret, requires = "cert")]
     pub key_password_file: Option<Secret>,
 
     /// Do not verify https servers' certificates nor their names. Anyone on the path can
     /// then serve anything; only the digests a request gives still protect it. Warned about
     /// on stderr and in `hello`.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub insecure: bool,
 
     /// Proxy for every request (http://, https://, socks5://, socks5h://; user:password@
     /// in the URL works). Without it, libcurl's environment variables apply (http_proxy,
     /// https_proxy, all_proxy, no_proxy); `""` means no proxy, not even from the environment.
-    #[arg(long, value_name = "URL", value_parser = proxy_url)]
+    #[arg(long, global = true, value_name = "URL", value_parser = proxy_url)]
     pub proxy: Option<String>,
 
     /// USER:PASSWORD for the proxy of --proxy or of the environment.
-    #[arg(long, value_name = "USER:PASSWORD", value_parser = proxy_user)]
+    #[arg(long, global = true, value_name = "USER:PASSWORD", value_parser = proxy_user)]
     pub proxy_user: Option<Secret>,
 
     /// Comma-separated hosts (or domains, or `*`) reached without any proxy, in place of
     /// $no_proxy.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, global = true, value_name = "LIST")]
     pub noproxy: Option<String>,
 
     /// Use credentials from ~/.netrc for the hosts it names, where a request has none
     /// of its own (curl's --netrc-optional). An entry is sent to its own host only.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub netrc: bool,
 
     /// As --netrc, with this file. It must be a readable file when the helper starts.
-    #[arg(long, value_name = "FILE", value_parser = readable_file)]
+    #[arg(long, global = true, value_name = "FILE", value_parser = readable_file)]
     pub netrc_file: Option<std::path::PathBuf>,
 
     /// Every `dest` must lie in this directory: relative ones are taken from it, absolute
     /// ones must be below it, and no `..` or symbolic link may lead out of it (checked by
     /// the kernel, openat2 RESOLVE_BENEATH). It must exist when the helper starts.
-    #[arg(long, value_name = "DIR", value_parser = existing_dir)]
+    #[arg(long, global = true, value_name = "DIR", value_parser = existing_dir)]
     pub root: Option<std::path::PathBuf>,
 
     /// Allow `file://` sources (off by default: any file the helper can read could be
     /// copied into the cache). The urlgrabber-ext-down protocol has them on, as yum's own
     /// helper does.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub file_urls: bool,
 
     /// User-Agent header sent with every HTTP request [default: fetchmux/<version>
     /// libcurl/<version>]. A request's own User-Agent header wins.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, global = true, value_name = "TEXT")]
     pub user_agent: Option<String>,
 
     /// Speak another protocol than JSON Lines.
@@ -173,10 +192,14 @@ pub struct Options {
     pub mode: Option<Mode>,
 }
 
-/// A protocol other than the default JSON Lines (docs/fronts.md). Each is a subcommand, for
-/// people, and is also chosen by the name a package manager runs the binary under.
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+/// What the process does instead of the default JSON Lines helper: another helper protocol
+/// (docs/fronts.md), each also chosen by the name a package manager runs the binary under;
+/// `get` for people; `generate` for packagers.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
+    /// Download the URLs given (or listed with -i) into the current directory or -o DIR,
+    /// with a progress line per transfer on a terminal.
+    Get(get::GetArgs),
     /// Be apt's http/https acquire method: apt's method protocol on stdin and stdout. apt
     /// runs the binary this way when it is installed as `<methods dir>/http` or `https`.
     AptMethod,
@@ -185,6 +208,18 @@ pub enum Mode {
     /// /usr/libexec/urlgrabber-ext-down or named by $URLGRABBER_EXT_DOWN.
     #[command(name = "urlgrabber-ext-down")]
     UrlgrabberExtDown,
+    /// Write the man pages or a shell's completion script (for `make install` and packagers).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+/// What `fetchmux generate` writes.
+#[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum Generate {
+    /// The man pages (fetchmux.1 and one per subcommand, as fetchmux-get.1) into DIR.
+    Man { dir: std::path::PathBuf },
+    /// The completion script for SHELL, on stdout.
+    Completions { shell: clap_complete::Shell },
 }
 
 impl Mode {
@@ -210,7 +245,16 @@ impl Options {
             defaults.mode = Some(mode);
             return Ok(defaults);
         }
-        Options::try_parse_from(args)
+        let matches = Options::command_with_versions().try_get_matches_from(args)?;
+        Options::from_arg_matches(&matches)
+    }
+
+    /// The command line as clap sees it, with `--version` telling libcurl's version and
+    /// features too (known only at run time, so not in the derive).
+    pub fn command_with_versions() -> clap::Command {
+        Options::command()
+            .version(version::short())
+            .long_version(version::long())
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -536,6 +580,29 @@ mod tests {
             assert_eq!((o.mode, o.max_parallel), (Some(mode), 4), "{name}");
         }
         assert!(from(&["fetchmux", "apt-methods"]).is_err());
+    }
+
+    #[test]
+    fn get_takes_the_engine_options_after_it_and_j_is_max_parallel() {
+        let o = from(&[
+            "fetchmux",
+            "get",
+            "-j",
+            "4",
+            "http://h/a",
+            "--retries",
+            "1",
+            "-o",
+            "d",
+        ]);
+        let o = o.unwrap();
+        assert_eq!((o.max_parallel, o.retries), (4, 1));
+        let Some(Mode::Get(args)) = o.mode else {
+            panic!("get: {:?}", o.mode)
+        };
+        assert_eq!(args.urls, ["http://h/a"]);
+        assert_eq!(args.dir.as_deref(), Some(Path::new("d")));
+        assert!(from(&["fetchmux", "get", "-o", "d", "-O", "n", "http://h/a"]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod front;
+pub mod generate;
 
 pub(crate) mod body;
 pub(crate) mod http_date;

@@ -2,7 +2,7 @@
 //! under), run the engine under the front of that protocol, exit with its status.
 
 use fetchmux::config::{Mode, Options};
-use fetchmux::front::{apt, jsonl::JsonLines, urlgrabber, Front};
+use fetchmux::front::{apt, get, jsonl::JsonLines, urlgrabber, Front};
 
 fn main() {
     let options = match Options::from_args(std::env::args_os()) {
@@ -13,13 +13,24 @@ fn main() {
             std::process::exit(if err.use_stderr() { 2 } else { 0 });
         }
     };
-    let (options, front): (Options, Box<dyn Front>) = match options.mode {
+    let (options, front): (Options, Box<dyn Front>) = match options.mode.clone() {
         None => (options, Box::<JsonLines>::default()),
         Some(Mode::AptMethod) => (apt::options(options), Box::<apt::Apt>::default()),
         Some(Mode::UrlgrabberExtDown) => (
             urlgrabber::options(options),
             Box::<urlgrabber::UrlGrabber>::default(),
         ),
+        Some(Mode::Get(args)) => match get::Get::new(&args) {
+            Ok(front) => (options, Box::new(front)),
+            Err(problems) => {
+                for problem in problems {
+                    eprintln!("fetchmux get: {problem}");
+                }
+                eprintln!("fetchmux get: nothing was downloaded");
+                std::process::exit(2);
+            }
+        },
+        Some(Mode::Generate(what)) => std::process::exit(fetchmux::generate::run(&what)),
     };
     std::process::exit(fetchmux::engine::run(options, front));
 }

@@ -20,7 +20,7 @@ use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
 use crate::net::pacer::Pacer;
 use crate::net::transfer::AlpnLearner;
-use crate::net::url::{host_key, is_http};
+use crate::net::url::{host_key, is_http, redacted};
 use crate::policy::mirrors::Mirrors;
 use crate::policy::scheduler::{Scheduler, Ticket};
 
@@ -107,6 +107,8 @@ impl Engine {
 
     pub(super) fn requeue_due_retries(&mut self) {
         for url in self.mirrors.bring_back(Instant::now()) {
+            let notice = format!("fetchmux: mirror {} is tried again", redacted(&url));
+            self.report.notice(&notice);
             self.report.emit(&Event::MirrorBack { url: &url });
         }
         if self.retry_wake.is_none_or(|at| at > Instant::now()) {

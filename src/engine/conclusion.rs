@@ -18,7 +18,7 @@ use crate::error::{Disposition, ErrorKind, FetchError};
 use crate::http_date;
 use crate::net::classify::ProxyFacts;
 use crate::net::response::ResponseHead;
-use crate::net::url::{self, host_key};
+use crate::net::url::{self, host_key, redacted};
 use crate::net::verdict::{judge, Verdict};
 use crate::policy::mirrors::{Change, Mirrors};
 use crate::policy::retry;
@@ -357,11 +357,19 @@ impl Engine {
                     let limit = self.mirrors.limit(&job.origin);
                     self.scheduler.set_limit(&job.slot, limit);
                 }
-                Change::PutAside { failures, for_ } => self.report.emit(&Event::MirrorAside {
-                    url: &job.origin,
-                    failures,
-                    for_,
-                }),
+                Change::PutAside { failures, for_ } => {
+                    self.report.notice(&format!(
+                        "fetchmux: mirror {} failed {failures} times in a row; putting it aside \
+                         for {} s",
+                        redacted(&job.origin),
+                        for_.as_secs()
+                    ));
+                    self.report.emit(&Event::MirrorAside {
+                        url: &job.origin,
+                        failures,
+                        for_,
+                    });
+                }
             }
         }
         job.record(error.clone());

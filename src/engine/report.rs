@@ -52,6 +52,10 @@ impl Report {
         self.front.event(event, &mut io);
     }
 
+    pub fn notice(&mut self, text: &str) {
+        self.front.notice(text);
+    }
+
     pub fn tick(&mut self, now: Instant) -> Option<Instant> {
         let mut io = Io::new(self.output.buffer(), &mut self.submitted);
         self.front.tick(now, &mut io)

@@ -15,7 +15,8 @@ impl Engine {
             // apt stops every method with SIGINT, its idle ones too (the capability probe at
             // once): a line on apt's terminal is only worth it when transfers are cut.
             if !self.downloads.is_empty() {
-                eprintln!("fetchmux: caught signal {signal}, aborting transfers");
+                let notice = format!("fetchmux: caught signal {signal}, aborting transfers");
+                self.report.notice(&notice);
             }
             self.stop = Some(Stop::Signal(signal));
             self.abort_all();

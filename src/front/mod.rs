@@ -4,6 +4,7 @@
 //! protocol, urlgrabber's, a human command line) is a new file here and a line in `main.rs`.
 
 pub mod apt;
+pub mod get;
 pub mod jsonl;
 pub mod urlgrabber;
 
@@ -55,6 +56,12 @@ pub trait Front {
 
     /// Something happened to a download or a submission.
     fn event(&mut self, event: &Event<'_>, io: &mut Io<'_>);
+
+    /// A line for the person or log on stderr from the engine (a signal caught). A front that
+    /// draws on the terminal prints it above its drawing, which a plain write would break.
+    fn notice(&mut self, text: &str) {
+        eprintln!("{text}");
+    }
 
     /// Once per loop turn, for fronts that draw; returns when the front wants to be called
     /// again at the latest (the loop wakes up for it).

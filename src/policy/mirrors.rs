@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use crate::api::{Credentials, MirrorSet, Route};
 use crate::error::Disposition;
-use crate::net::url::redacted;
 
 /// Consecutive failures (on an otherwise idle mirror) after which a mirror is put aside.
 pub const PUT_ASIDE_AFTER: u32 = 5;
@@ -282,12 +281,6 @@ impl Mirrors {
                     let until = now + for_;
                     health.aside_until = Some(until);
                     self.next_return = Some(self.next_return.map_or(until, |t| t.min(until)));
-                    eprintln!(
-                        "fetchmux: mirror {} failed {} times in a row; putting it aside for {} s",
-                        redacted(base),
-                        health.consecutive_failures,
-                        for_.as_secs()
-                    );
                     return Change::PutAside {
                         failures: health.consecutive_failures,
                         for_,
