@@ -16,6 +16,7 @@ pub mod error;
 pub mod front;
 
 pub(crate) mod body;
+pub(crate) mod fd_budget;
 pub(crate) mod http_date;
 pub(crate) mod io;
 pub(crate) mod net;

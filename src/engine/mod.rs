@@ -133,6 +133,8 @@ pub struct Engine {
     known_files: KnownFiles,
     /// The streams-per-connection cap curl has now (see `admission::spread_streams`).
     streams_per_connection: usize,
+    /// File descriptors have run out once (said on stderr once; see `conclusion`).
+    fds_ran_out: bool,
 }
 
 /// Run `front` over the engine until its input ends and all work is done; returns the exit

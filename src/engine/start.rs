@@ -27,9 +27,11 @@ use crate::policy::scheduler::Scheduler;
 impl Engine {
     /// An engine for `front`, ready to [`Engine::run`].
     pub fn new(
-        options: Options,
+        mut options: Options,
         front: Box<dyn Front>,
     ) -> Result<Engine, Box<dyn std::error::Error>> {
+        // First, before the engine opens descriptors of its own: they are in the reserve.
+        let max_transfers = crate::fd_budget::fit(&mut options);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -56,8 +58,10 @@ impl Engine {
             .reads_stdin()
             .then(|| Input::open(poll.registry(), STDIN, Arc::clone(&waker)));
         let report = Report::new(front, waker, poll.registry(), STDOUT);
+        let mut scheduler = Scheduler::new(max_parallel, max_per_host, max_streams);
+        scheduler.cap_transfers(max_transfers);
         Ok(Engine {
-            scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
+            scheduler,
             mirrors: Mirrors::default(),
             options,
             curl_io,
@@ -94,6 +98,7 @@ impl Engine {
                 KnownFiles::default()
             },
             streams_per_connection: max_streams,
+            fds_ran_out: false,
             poll,
         })
     }

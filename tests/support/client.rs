@@ -131,10 +131,47 @@ impl Helper {
         Some(Helper::spawn_command(command))
     }
 
-    fn spawn_command(mut command: Command) -> Helper {
+    /// Start `fetchmux ARGS` with stdin a pipe, under file-descriptor limits `soft` and
+    /// `hard` (RLIMIT_NOFILE, set in the child before exec), its stderr written to `stderr`,
+    /// with these environment variables added.
+    pub fn spawn_with_fd_limit(
+        args: &[&str],
+        soft: u64,
+        hard: u64,
+        stderr: &Path,
+        env: &[(&str, &str)],
+    ) -> Helper {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let stderr = std::fs::File::create(stderr).expect("creating the stderr file");
+        Helper::spawn_command_to(command, stderr.into())
+    }
+
+    fn spawn_command(command: Command) -> Helper {
+        Helper::spawn_command_to(command, Stdio::inherit())
+    }
+
+    fn spawn_command_to(mut command: Command, stderr: Stdio) -> Helper {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawning fetchmux");
         let stdout = child.stdout.take().unwrap();
