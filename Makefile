@@ -1,7 +1,7 @@
 # fetchmux — the two commands a new machine needs are `make demo` and `make test`.
 CARGO ?= cargo
 
-.PHONY: all build deps demo test lint ci clean bench bench-smoke
+.PHONY: all build deps demo test fuzz lint ci clean bench bench-smoke
 
 all: build
 
@@ -18,6 +18,12 @@ demo: build
 ## Every test: unit tests, integration tests against the test server, doc tests.
 test: deps
 	$(CARGO) test --all-targets
+
+## The request parser and validator on generated input (src/front/jsonl/fuzz.rs), far longer
+## than `make test` runs it: FUZZ_CASES cases per property (a few minutes at the default).
+FUZZ_CASES ?= 20000
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib front::jsonl::fuzz
 
 ## Formatting, lints, and no import cycle between source files.
 lint: deps
