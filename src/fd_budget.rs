@@ -3,8 +3,8 @@
 //! At start the soft RLIMIT_NOFILE is raised to the hard limit, and the limits on
 //! connections are lowered, where needed, so that every connection and the file its body
 //! may hold fit in what remains after the descriptors already open and a reserve. Whatever
-//! the arithmetic misses (HTTP/2 streams each holding a file, bodies waiting for a hashing
-//! worker, another process filling the system's table) shows up as EMFILE or ENFILE, which
+//! the arithmetic misses (descriptors a library opens that the reserve did not foresee,
+//! another process filling the system's table) shows up as EMFILE or ENFILE, which
 //! [`names_exhaustion`] recognises so that the engine requeues the download instead of
 //! failing it.
 
@@ -13,8 +13,9 @@ use std::io;
 use crate::config::Options;
 
 /// Descriptors kept back for what is not a transfer's own: stdin, stdout, stderr, the poll,
-/// its waker, the signal pipe, libcurl's wake-up pair, a directory being read, the placing
-/// worker's file, a partial's record, bodies whose hashing outlives their connection.
+/// its waker, the signal pipe, libcurl's wake-up pair and resolver threads, a directory being
+/// read, the placing worker's file, a partial's record. (Bodies whose hashing outlives their
+/// transfer count as transfers: see `Engine::admit`.)
 const RESERVE: u64 = 32;
 /// What one connection's worth of transfer may hold at most: its socket and its body's
 /// temporary file.
@@ -40,7 +41,7 @@ pub(crate) struct Plan {
     pub max_per_host: u32,
     pub max_per_mirror: u32,
     /// Transfers at once, whatever they cost in connections (an HTTP/2 connection carries
-    /// many, each of which may hold a file).
+    /// many, each of which may hold a file), bodies waiting for a hashing worker included.
     pub max_transfers: usize,
 }
 

@@ -192,3 +192,63 @@ fn running_out_of_descriptors_requeues_and_lowers_concurrency() {
         .collect();
     assert_eq!(lines.len(), 1, "one line on stderr about EMFILE: {stderr}");
 }
+
+#[test]
+fn over_http2_the_transfers_at_once_fit_the_descriptors_too() {
+    // One HTTP/2 connection carries up to 100 streams, and each body of 128 KiB or more
+    // holds a temporary file: the budget caps the transfers at once, not only connections,
+    // so that the descriptors never run out (no "ran out" line on stderr).
+    let root = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            let name = format!("h{i:03}.bin");
+            let body = bytes(10_000 + i, (150 << 10) + i as usize);
+            std::fs::write(root.path().join(&name), &body).unwrap();
+            (name, body)
+        })
+        .collect();
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let stderr_path = out.path().join("stderr.txt");
+    let cert = nginx.cert();
+    let args = [
+        "--ca-file",
+        cert.to_str().unwrap(),
+        "--max-parallel",
+        "200",
+        "--max-per-host",
+        "200",
+    ];
+    let mut helper = Helper::spawn_with_fd_limit(&args, 64, 64, &stderr_path, &[]);
+    let mut text = String::new();
+    for (name, body) in &files {
+        let url = format!("https://127.0.0.1:{}/{name}", nginx.https_port);
+        let request = json!({"op": "download", "id": name, "url": url,
+            "dest": out.path().join(name), "size": body.len(),
+            "hashes": {"sha256": sha256_hex(body)}});
+        text.push_str(&format!("{request}\n"));
+    }
+    helper.send_raw(&text);
+    let run = helper.finish();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(
+        run.of("failed").is_empty(),
+        "{:?}",
+        run.of("failed").first()
+    );
+    assert_eq!(run.status, 0);
+    for (name, body) in &files {
+        assert_eq!(run.done(name)["attempts"], json!(1), "{name}");
+        assert!(
+            std::fs::read(out.path().join(name)).unwrap() == *body,
+            "{name}"
+        );
+    }
+    let lines = lowered_lines(&stderr);
+    assert_eq!(lines.len(), 1, "only the line about the limits: {stderr}");
+    let log = nginx.access_log();
+    assert!(
+        log.iter().all(|(_, proto, _, _)| proto == "HTTP/2.0"),
+        "all over HTTP/2"
+    );
+}

@@ -80,6 +80,7 @@ impl Engine {
         if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
             let (lane, held) = sink.finish_hashing();
             self.hashing_held += held;
+            self.hashing += 1;
             let hashing = Hashing {
                 lane,
                 held,
@@ -161,6 +162,7 @@ impl Engine {
                 ..
             } = *hashing;
             self.hashing_held -= held;
+            self.hashing -= 1;
             match result {
                 Ok(digests) => {
                     sink.hashed(digests);
@@ -397,13 +399,14 @@ impl Engine {
 
     /// The attempt could not get a file descriptor (EMFILE on a socket inside libcurl, or on
     /// a file): that is neither the download's fault nor its source's. Nothing is recorded
-    /// against either, no retry is spent; the engine runs no more transfers than are running
-    /// now, and the download waits in the queue for one of them to end.
+    /// against either, no retry is spent; the engine runs no more transfers than hold files
+    /// now (running, or waiting for a hashing worker), and the download waits in the queue
+    /// for one of them to end.
     fn out_of_fds(&mut self, key: usize, error: &FetchError, sink: Option<Sink>) {
         if let Some(mut sink) = sink {
             sink.keep_partial();
         }
-        let cap = self.scheduler.ran_out_of_fds();
+        let cap = self.scheduler.ran_out_of_fds(self.hashing);
         if !self.fds_ran_out {
             self.fds_ran_out = true;
             eprintln!(

@@ -118,6 +118,9 @@ pub struct Engine {
     hashed: Receiver<hasher::Answer>,
     /// Bytes of buffers the bodies in `State::Hashing` hold (see `admission`).
     hashing_held: usize,
+    /// Downloads in `State::Hashing`: each holds its body's file after its transfer ended,
+    /// so they count with the transfers against the descriptors (`fd_budget`).
+    hashing: usize,
     /// The worker that writes verified small bodies into place, and its answers.
     placer: Placer,
     placer_answers: Receiver<placer::Answer>,

@@ -86,6 +86,7 @@ impl Engine {
             hasher,
             hashed,
             hashing_held: 0,
+            hashing: 0,
             placer,
             placer_answers,
             placing: 0,

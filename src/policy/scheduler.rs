@@ -119,10 +119,17 @@ impl Scheduler {
         self.max_transfers = max.max(1);
     }
 
-    /// File descriptors ran out: from now on run no more transfers than are running now
-    /// (at least one); returns the new cap.
-    pub fn ran_out_of_fds(&mut self) -> usize {
-        self.cap_transfers(self.active.min(self.max_transfers));
+    /// Whether one more transfer fits within the cap on transfers, beside `held` bodies that
+    /// hold a file after their transfer ended (those waiting for a hashing worker).
+    pub fn has_room_beside(&self, held: usize) -> bool {
+        self.active + held < self.max_transfers
+    }
+
+    /// File descriptors ran out: from now on run no more transfers than are running now,
+    /// counting `held` bodies that hold a file after their transfer ended (at least one);
+    /// returns the new cap.
+    pub fn ran_out_of_fds(&mut self, held: usize) -> usize {
+        self.cap_transfers((self.active + held).min(self.max_transfers));
         self.max_transfers
     }
 
@@ -412,15 +419,20 @@ mod tests {
         assert_eq!(running.len(), 5, "the cap at start");
         // One of them ran out of descriptors: it ends, and the cap is what still runs.
         s.release("h2", 1);
-        assert_eq!(s.ran_out_of_fds(), 4);
+        assert_eq!(s.ran_out_of_fds(0), 4);
         assert!(s.admit_next().is_none());
         s.release("h2", 1);
+        assert_eq!(admit_all(&mut s).len(), 1);
+        assert!(!s.has_room_beside(0));
+        // Bodies still held by a hashing worker count as transfers.
+        s.release("h2", 1);
+        assert!(s.has_room_beside(0) && !s.has_room_beside(1));
         assert_eq!(admit_all(&mut s).len(), 1);
         // Never below one transfer.
         for _ in 0..4 {
             s.release("h2", 1);
         }
-        assert_eq!(s.ran_out_of_fds(), 1);
+        assert_eq!(s.ran_out_of_fds(0), 1);
         assert_eq!(admit_all(&mut s).len(), 1);
     }
 
