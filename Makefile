@@ -21,7 +21,7 @@ test: deps
 
 ## The request parser and validator on generated input (src/front/jsonl/fuzz.rs), far longer
 ## than `make test` runs it: FUZZ_CASES cases per property (a few minutes at the default).
-FUZZ_CASES ?= 20000
+FUZZ_CASES ?= 100000
 fuzz: deps
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib front::jsonl::fuzz
 

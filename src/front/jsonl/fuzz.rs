@@ -628,6 +628,13 @@ fn hostile_lines_each_get_one_outcome() {
             "{line}"
         );
     }
+    // A line over 1 MiB reaches the front as `TooLong`, its bytes dropped: one `invalid`.
+    let mut front = JsonLines::default();
+    let (mut out, mut submitted) = (Vec::new(), Vec::new());
+    front.input(Line::TooLong(7), &mut Io::new(&mut out, &mut submitted));
+    assert!(submitted.is_empty());
+    let event: Value = serde_json::from_slice(&out).unwrap();
+    check_invalid(&event, "(a line over 1 MiB)");
 }
 
 #[test]
