@@ -410,9 +410,10 @@ impl Engine {
         if !self.fds_ran_out {
             self.fds_ran_out = true;
             eprintln!(
-                "fetchmux: ran out of file descriptors ({error}): running at most {cap} \
-                 transfers at once from now on; downloads that hit it wait in the queue. \
-                 Raise the limit (`ulimit -n N`, LimitNOFILE= for a systemd service) or lower \
+                "fetchmux: ran out of file descriptors ({error}): running fewer transfers at \
+                 once from now on (at most {cap}, lowered again each time it happens; said \
+                 once); downloads that hit it wait in the queue, no retry spent. Raise the \
+                 limit (`ulimit -n N`, LimitNOFILE= for a systemd service) or lower \
                  --max-parallel"
             );
         }
