@@ -6,7 +6,7 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/fetchmux
 
-.PHONY: all build deps demo test lint ci clean bench bench-smoke install install-files
+.PHONY: all build deps demo test fuzz lint ci clean bench bench-smoke install install-files
 
 all: build
 
@@ -28,6 +28,12 @@ test: deps
 	$(CARGO) build
 	FETCHMUX="$$($(CARGO) metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/fetchmux" \
 	  python3 -m unittest discover -s clients/python/tests -v
+
+## The request parser and validator on generated input (src/front/jsonl/fuzz.rs), far longer
+## than `make test` runs it: FUZZ_CASES cases per property (a few minutes at the default).
+FUZZ_CASES ?= 100000
+fuzz: deps
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --lib front::jsonl::fuzz
 
 ## Formatting, lints, and no import cycle between source files.
 lint: deps

@@ -210,6 +210,19 @@ impl FetchError {
         }
     }
 
+    /// The process (EMFILE) or the system (ENFILE) ran out of file descriptors: neither the
+    /// download's fault nor its source's, so the engine requeues the download instead of
+    /// counting the attempt (`engine::conclusion`).
+    pub fn is_out_of_fds(&self) -> bool {
+        match self {
+            FetchError::Io { message, .. }
+            | FetchError::Connect(message)
+            | FetchError::Dns(message)
+            | FetchError::Network(message) => crate::fd_budget::names_exhaustion(message),
+            _ => false,
+        }
+    }
+
     /// A local I/O failure, with what we were doing when it happened.
     pub fn io(context: impl Into<String>, err: &std::io::Error) -> FetchError {
         FetchError::Io {

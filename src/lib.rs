@@ -17,6 +17,7 @@ pub mod front;
 pub mod generate;
 
 pub(crate) mod body;
+pub(crate) mod fd_budget;
 pub(crate) mod http_date;
 pub(crate) mod io;
 pub(crate) mod net;

@@ -121,7 +121,10 @@ impl Engine {
 
     /// Start queued downloads while the limits allow.
     pub(super) fn admit(&mut self) {
-        while self.placing < MAX_PLACING && self.hashing_held < HASHING_BUDGET {
+        while self.placing < MAX_PLACING
+            && self.hashing_held < HASHING_BUDGET
+            && self.scheduler.has_room_beside(self.hashing)
+        {
             let Some((ticket, cost)) = self.scheduler.admit_next() else {
                 break;
             };

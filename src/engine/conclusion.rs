@@ -25,6 +25,10 @@ use crate::policy::retry;
 
 /// Buffers kept for reuse, at most (each under 128 KiB).
 const SPARE_BUFFERS: usize = 64;
+/// How long a download that ran out of file descriptors waits before it may start again
+/// (and then only when fewer transfers run than when they ran out): when none ran, this is
+/// what keeps it from spinning while another process holds the system's descriptors.
+const FDS_WAIT: Duration = Duration::from_millis(50);
 
 impl Engine {
     pub(super) fn collect_finished(&mut self) {
@@ -83,6 +87,7 @@ impl Engine {
         if matches!(verdict, Verdict::Body) && sink.hashing_elsewhere() {
             let (lane, held) = sink.finish_hashing();
             self.hashing_held += held;
+            self.hashing += 1;
             let hashing = Hashing {
                 lane,
                 held,
@@ -168,6 +173,7 @@ impl Engine {
                 ..
             } = *hashing;
             self.hashing_held -= held;
+            self.hashing -= 1;
             match result {
                 Ok(digests) => {
                     sink.hashed(digests);
@@ -331,6 +337,9 @@ impl Engine {
         sink: Option<Sink>,
         head: Option<&ResponseHead>,
     ) {
+        if error.is_out_of_fds() {
+            return self.out_of_fds(key, &error, sink);
+        }
         let disposition = error.disposition();
         if let Some(mut sink) = sink {
             // Only a transient failure leaves bytes worth continuing.
@@ -425,6 +434,29 @@ impl Engine {
             return self.out_of_time(key, Some(error));
         }
         self.enqueue_chosen(key, Some(start - now));
+    }
+
+    /// The attempt could not get a file descriptor (EMFILE on a socket inside libcurl, or on
+    /// a file): that is neither the download's fault nor its source's. Nothing is recorded
+    /// against either, no retry is spent; the engine runs no more transfers than hold files
+    /// now (running, or waiting for a hashing worker), and the download waits in the queue
+    /// for one of them to end.
+    fn out_of_fds(&mut self, key: usize, error: &FetchError, sink: Option<Sink>) {
+        if let Some(mut sink) = sink {
+            sink.keep_partial();
+        }
+        let cap = self.scheduler.ran_out_of_fds(self.hashing);
+        if !self.fds_ran_out {
+            self.fds_ran_out = true;
+            eprintln!(
+                "fetchmux: ran out of file descriptors ({error}): running fewer transfers at \
+                 once from now on (at most {cap}, lowered again each time it happens; said \
+                 once); downloads that hit it wait in the queue, no retry spent. Raise the \
+                 limit (`ulimit -n N`, LimitNOFILE= for a systemd service) or lower \
+                 --max-parallel"
+            );
+        }
+        self.enqueue_chosen(key, Some(FDS_WAIT));
     }
 
     /// Report the download failed with `error` (or, if none, its last attempt's error).

@@ -127,6 +127,9 @@ pub struct Engine {
     hashed: Receiver<hasher::Answer>,
     /// Bytes of buffers the bodies in `State::Hashing` hold (see `admission`).
     hashing_held: usize,
+    /// Downloads in `State::Hashing`: each holds its body's file after its transfer ended,
+    /// so they count with the transfers against the descriptors (`fd_budget`).
+    hashing: usize,
     /// The worker that writes verified small bodies into place, and its answers.
     placer: Placer,
     placer_answers: Receiver<placer::Answer>,
@@ -154,6 +157,8 @@ pub struct Engine {
     pacer: Option<Rc<Pacer>>,
     own_pacers: Vec<Rc<Pacer>>,
     unpausing: VecDeque<usize>,
+    /// File descriptors have run out once (said on stderr once; see `conclusion`).
+    fds_ran_out: bool,
 }
 
 /// Run `front` over the engine until its input ends and all work is done; returns the exit

@@ -197,6 +197,7 @@ impl Engine {
                     unreachable!()
                 };
                 self.hashing_held -= hashing.held;
+                self.hashing -= 1;
                 self.stop_attempt(key, FetchError::Cancelled);
             }
             State::Placing(_) => {

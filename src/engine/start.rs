@@ -31,9 +31,11 @@ use crate::policy::scheduler::Scheduler;
 impl Engine {
     /// An engine for `front`, ready to [`Engine::run`].
     pub fn new(
-        options: Options,
+        mut options: Options,
         front: Box<dyn Front>,
     ) -> Result<Engine, Box<dyn std::error::Error>> {
+        // First, before the engine opens descriptors of its own: they are in the reserve.
+        let max_transfers = crate::fd_budget::fit(&mut options);
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -74,8 +76,10 @@ impl Engine {
             let transfers = (options.max_parallel * options.max_streams.min(8)) as usize;
             Rc::new(Pacer::new(options.max_speed, transfers))
         });
+        let mut scheduler = Scheduler::new(max_parallel, max_per_host, max_streams);
+        scheduler.cap_transfers(max_transfers);
         Ok(Engine {
-            scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
+            scheduler,
             mirrors: Mirrors::new(Duration::from_secs(options.put_aside_for)),
             options,
             curl_io,
@@ -100,6 +104,7 @@ impl Engine {
             hasher,
             hashed,
             hashing_held: 0,
+            hashing: 0,
             placer,
             placer_answers,
             placing: 0,
@@ -119,6 +124,7 @@ impl Engine {
             pacer,
             own_pacers: Vec::new(),
             unpausing: VecDeque::new(),
+            fds_ran_out: false,
             poll,
         })
     }

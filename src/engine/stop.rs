@@ -44,5 +44,6 @@ impl Engine {
             }
         }
         self.hashing_held = 0;
+        self.hashing = 0;
     }
 }

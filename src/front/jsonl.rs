@@ -660,6 +660,8 @@ fn write_line(out: &mut Vec<u8>, event: &Wire<'_>) {
     out.push(b'\n');
 }
 
+#[cfg(test)]
+mod fuzz;
 mod strict;
 #[cfg(test)]
 mod tests;

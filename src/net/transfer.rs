@@ -54,6 +54,9 @@ pub(crate) struct Transfer {
     pub failure: Option<FetchError>,
     /// The sink has every byte it wants; curl was stopped on purpose.
     pub complete_early: bool,
+    /// Why the last socket libcurl asked for could not be opened: libcurl reports that as
+    /// a plain connect failure and leaves CURLINFO_OS_ERRNO at 0, so EMFILE is known here.
+    pub socket_error: Option<std::io::Error>,
     body_started: bool,
     /// Body bytes curl delivered over the network (a resumed prefix is not among them).
     pub network_bytes: u64,
@@ -91,6 +94,7 @@ impl Transfer {
             size: None,
             failure: None,
             complete_early: false,
+            socket_error: None,
             body_started: false,
             network_bytes: 0,
             reported: 0,
@@ -151,6 +155,24 @@ impl Transfer {
 }
 
 impl Handler for Transfer {
+    /// Open a socket for libcurl, close-on-exec as the curl crate's own opener does, and
+    /// keep the OS error when there is none (EMFILE must not look like a refused connection).
+    fn open_socket(
+        &mut self,
+        family: libc::c_int,
+        socktype: libc::c_int,
+        protocol: libc::c_int,
+    ) -> Option<curl_sys::curl_socket_t> {
+        // SAFETY: socket(2) with libcurl's arguments; the descriptor goes to libcurl.
+        let fd = unsafe { libc::socket(family, socktype | libc::SOCK_CLOEXEC, protocol) };
+        if fd >= 0 {
+            self.socket_error = None;
+            return Some(fd);
+        }
+        self.socket_error = Some(std::io::Error::last_os_error());
+        None
+    }
+
     /// Only called for handles with `VERBOSE` on: the first transfers to an https slot
     /// whose protocol is not yet known. The server's choice of HTTP/2 is known as soon as
     /// the TLS handshake ends, a round trip before the first response would say it.

@@ -29,7 +29,12 @@ pub(crate) fn judge(
     let error = match (transfer.failure.take(), result) {
         (Some(failure), _) => failure,
         (None, Err(_)) if transfer.complete_early => return Verdict::Body,
-        (None, Err(err)) => classify(&err, status, proxy),
+        (None, Err(err)) => match transfer.socket_error.take() {
+            Some(error) if err.is_couldnt_connect() => {
+                FetchError::Connect(format!("cannot open a socket: {error}"))
+            }
+            _ => classify(&err, status, proxy),
+        },
         (None, Ok(())) if !transfer.http => return Verdict::Body,
         (None, Ok(())) if status == 304 && conditional => return Verdict::NotModified,
         (None, Ok(())) if status == 206 && transfer.mode == BodyMode::Whole => {

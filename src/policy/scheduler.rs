@@ -84,6 +84,9 @@ pub(crate) struct Scheduler {
     active: usize,
     active_streams: usize,
     max_parallel: usize,
+    /// Transfers at once, whatever they cost: what the file descriptors allow
+    /// (`fd_budget`), lowered when they run out.
+    max_transfers: usize,
 }
 
 impl Scheduler {
@@ -107,7 +110,27 @@ impl Scheduler {
             active: 0,
             active_streams: 0,
             max_parallel: max_parallel.max(1),
+            max_transfers: usize::MAX,
         }
+    }
+
+    /// Run at most `max` transfers at once (at least one), whatever they cost.
+    pub fn cap_transfers(&mut self, max: usize) {
+        self.max_transfers = max.max(1);
+    }
+
+    /// Whether one more transfer fits within the cap on transfers, beside `held` bodies that
+    /// hold a file after their transfer ended (those waiting for a hashing worker).
+    pub fn has_room_beside(&self, held: usize) -> bool {
+        self.active + held < self.max_transfers
+    }
+
+    /// File descriptors ran out: from now on run no more transfers than are running now,
+    /// counting `held` bodies that hold a file after their transfer ended (at least one);
+    /// returns the new cap.
+    pub fn ran_out_of_fds(&mut self, held: usize) -> usize {
+        self.cap_transfers((self.active + held).min(self.max_transfers));
+        self.max_transfers
     }
 
     /// Queue a ticket for its slot, to start as soon as the limits allow.
@@ -257,7 +280,7 @@ impl Scheduler {
     /// queue say wait.
     pub fn admit_next(&mut self) -> Option<(Ticket, usize)> {
         let capacity = self.max_parallel * self.streams;
-        while self.active_streams < capacity {
+        while self.active_streams < capacity && self.active < self.max_transfers {
             let Entry(job) = self.ready.pop()?;
             if self.cancelled.remove(&job.seq) {
                 continue;
@@ -381,6 +404,36 @@ mod tests {
         assert_eq!(s.admit_next().unwrap().0.seq, 3);
         assert_eq!(s.active(), 1);
         assert_eq!(s.queued(), 0);
+    }
+
+    #[test]
+    fn running_out_of_fds_caps_transfers_at_those_running() {
+        // Multiplexed: 2 connections of 4 streams would allow 8 transfers.
+        let mut s = Scheduler::new(2, 2, 4);
+        s.mark_multiplexed("h2", 0);
+        s.cap_transfers(5);
+        for seq in 0..10 {
+            s.push(job(seq, 0, "h2"));
+        }
+        let running = admit_all(&mut s);
+        assert_eq!(running.len(), 5, "the cap at start");
+        // One of them ran out of descriptors: it ends, and the cap is what still runs.
+        s.release("h2", 1);
+        assert_eq!(s.ran_out_of_fds(0), 4);
+        assert!(s.admit_next().is_none());
+        s.release("h2", 1);
+        assert_eq!(admit_all(&mut s).len(), 1);
+        assert!(!s.has_room_beside(0));
+        // Bodies still held by a hashing worker count as transfers.
+        s.release("h2", 1);
+        assert!(s.has_room_beside(0) && !s.has_room_beside(1));
+        assert_eq!(admit_all(&mut s).len(), 1);
+        // Never below one transfer.
+        for _ in 0..4 {
+            s.release("h2", 1);
+        }
+        assert_eq!(s.ran_out_of_fds(0), 1);
+        assert_eq!(admit_all(&mut s).len(), 1);
     }
 
     #[test]

@@ -131,6 +131,40 @@ impl Helper {
         Some(Helper::spawn_command(command))
     }
 
+    /// Start `fetchmux ARGS` with stdin a pipe, under file-descriptor limits `soft` and
+    /// `hard` (RLIMIT_NOFILE, set in the child before exec), its stderr written to `stderr`,
+    /// with these environment variables added.
+    pub fn spawn_with_fd_limit(
+        args: &[&str],
+        soft: u64,
+        hard: u64,
+        stderr: &Path,
+        env: &[(&str, &str)],
+    ) -> Helper {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let stderr = std::fs::File::create(stderr).expect("creating the stderr file");
+        command.stderr(stderr);
+        Helper::spawn_command(command)
+    }
+
     fn spawn_command(mut command: Command) -> Helper {
         // stderr: inherited unless the caller set it.
         let mut child = command
