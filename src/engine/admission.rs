@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crate::api::{Event, Outcome, Source};
 use crate::body::sink;
 use crate::engine::downloads::State;
-use crate::engine::job::Job;
+use crate::engine::job::{Job, Origin};
+use crate::engine::shared::Shared;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
@@ -48,6 +49,8 @@ impl Engine {
     pub(super) fn enqueue_chosen(&mut self, key: usize, delay: Option<Duration>) {
         let download = &mut self.downloads[key];
         download.state = State::Queued;
+        // The URL is built again when the attempt starts: a queued download holds none.
+        download.job.url = String::new();
         let ticket = ticket(key, &download.job);
         match delay {
             Some(delay) if !delay.is_zero() => self.scheduler.delay(ticket, Instant::now() + delay),
@@ -55,7 +58,7 @@ impl Engine {
         }
     }
 
-    /// Set the job's `url`, `origin` and `slot` for its next attempt, which can start at
+    /// Set the job's `origin` and `slot` for its next attempt, which can start at
     /// `ready_at` at the earliest. Untried sources come first, then sources whose server's
     /// `Retry-After` has passed by `ready_at`; a source ruled out for this download is never
     /// chosen again.
@@ -74,10 +77,9 @@ impl Engine {
                 else {
                     return false;
                 };
-                let url = url.clone();
-                job.slot = host_key(&url).unwrap_or_default();
-                job.origin = url.clone();
-                job.url = url;
+                let index = urls.iter().position(|u| std::ptr::eq(u, url)).unwrap_or(0);
+                job.slot = self.shared.get(&host_key(url).unwrap_or_default());
+                job.origin = Origin::Url(index);
                 return true;
             }
             Source::Mirror { set, .. } => {
@@ -98,7 +100,13 @@ impl Engine {
         let Some(base) = base else {
             return false;
         };
-        use_mirror(job, base, &mut self.scheduler, &self.mirrors);
+        use_mirror(
+            job,
+            &base,
+            &mut self.scheduler,
+            &self.mirrors,
+            &mut self.shared,
+        );
         true
     }
 
@@ -125,11 +133,12 @@ impl Engine {
                 let ruled_out = job.ruled_out_at(Instant::now());
                 let better = self
                     .mirrors
-                    .better_than(set, &job.origin, &job.tried, &ruled_out);
+                    .better_than(set, job.origin(), &job.tried, &ruled_out);
                 if let Some(better) = better {
                     // Health changed while it waited: requeue it for the better mirror.
                     self.scheduler.release(&ticket.slot, cost);
-                    use_mirror(job, better, &mut self.scheduler, &self.mirrors);
+                    let (scheduler, mirrors) = (&mut self.scheduler, &self.mirrors);
+                    use_mirror(job, &better, scheduler, mirrors, &mut self.shared);
                     self.scheduler.push(self::ticket(key, job));
                     continue;
                 }
@@ -156,6 +165,8 @@ impl Engine {
     fn start_attempt(&mut self, key: usize) {
         let recycled = self.spare_handles.pop();
         let buffer = self.spare_buffers.pop().unwrap_or_default();
+        let job = &mut self.downloads[key].job;
+        job.url = job.attempt_url();
         let alpn_learner = self.alpn_learner_for(key);
         let job = &self.downloads[key].job;
         let attempt = Attempt {
@@ -203,10 +214,10 @@ impl Engine {
         let unknown = self.has_http2
             && job.url.starts_with("https:")
             && !self.scheduler.is_multiplexed(&job.slot)
-            && !self.http1_slots.contains(&job.slot);
+            && !self.http1_slots.contains(&*job.slot);
         unknown.then(|| AlpnLearner {
             tell: self.alpn_learned.0.clone(),
-            slot: job.slot.clone(),
+            slot: job.slot.to_string(),
         })
     }
 
@@ -223,6 +234,7 @@ impl Engine {
         if self.scheduler.is_multiplexed(slot) {
             return;
         }
+        let slot = self.shared.get(slot);
         let mut recosted = 0;
         for (_, download) in self.downloads.iter_mut() {
             let job = &mut download.job;
@@ -231,7 +243,7 @@ impl Engine {
                 recosted += 1;
             }
         }
-        self.scheduler.mark_multiplexed(slot, recosted);
+        self.scheduler.mark_multiplexed(&slot, recosted);
     }
 
     /// Keep curl's streams-per-connection cap at what spreads the running HTTP/2 transfers
@@ -261,14 +273,16 @@ fn ticket(key: usize, job: &Job) -> Ticket {
 }
 
 /// Point a mirror job's next attempt at `base`.
-fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &Mirrors) {
-    let Source::Mirror { path, .. } = &job.request.source else {
-        return;
-    };
-    job.url = format!("{base}{path}");
-    job.slot = mirror_slot(&base);
-    scheduler.set_limit(&job.slot, mirrors.limit(&base));
-    job.origin = base;
+fn use_mirror(
+    job: &mut Job,
+    base: &str,
+    scheduler: &mut Scheduler,
+    mirrors: &Mirrors,
+    shared: &mut Shared,
+) {
+    job.slot = shared.get(&mirror_slot(base));
+    scheduler.set_limit(&job.slot, mirrors.limit(base));
+    job.origin = Origin::Mirror(shared.get(base));
 }
 
 /// The scheduler slot of a mirror.

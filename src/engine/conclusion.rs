@@ -64,8 +64,8 @@ impl Engine {
         if head.multiplexed {
             let slot = slot.clone();
             self.promote(&slot);
-        } else if head.status > 0 && !self.http1_slots.contains(slot) {
-            self.http1_slots.insert(slot.clone());
+        } else if head.status > 0 && !self.http1_slots.contains(&**slot) {
+            self.http1_slots.insert(slot.to_string());
         }
         let mut sink = sink.expect("sink present until the attempt ends");
         let ended = Ended {
@@ -264,8 +264,8 @@ impl Engine {
         if let Source::Mirror { .. } = job.request.source {
             let bytes = verified.as_ref().map_or(0, |v| v.size);
             self.mirrors
-                .record_success(&job.origin, bytes, ended.elapsed);
-            let limit = self.mirrors.limit(&job.origin);
+                .record_success(job.origin(), bytes, ended.elapsed);
+            let limit = self.mirrors.limit(job.origin());
             self.scheduler.set_limit(&job.slot, limit);
         }
         let (head, url) = (&ended.head, job.url.as_str());
@@ -330,9 +330,9 @@ impl Engine {
             let others_running = self.scheduler.busy(&job.slot);
             if self
                 .mirrors
-                .record_failure(&job.origin, disposition, others_running)
+                .record_failure(job.origin(), disposition, others_running)
             {
-                let limit = self.mirrors.limit(&job.origin);
+                let limit = self.mirrors.limit(job.origin());
                 self.scheduler.set_limit(&job.slot, limit);
             }
         }
@@ -342,18 +342,18 @@ impl Engine {
         if disposition == Disposition::Transient {
             let retry_after = head.and_then(|h| h.retry_after.as_deref());
             if let Some(asked) = retry_after.and_then(retry::parse_retry_after) {
-                let origin = job.origin.clone();
+                let origin = job.origin().to_owned();
                 job.wait_for(&origin, now + asked.min(max_wait));
             }
         }
-        if !job.tried.contains(&job.origin) {
-            job.tried.push(job.origin.clone());
+        if !job.tried.iter().any(|t| t == job.origin()) {
+            job.tried.push(job.origin().to_owned());
         }
         match disposition {
             Disposition::Final => return self.fail(key, Some(error)),
             Disposition::Transient => job.transient_failures += 1,
             Disposition::Elsewhere | Disposition::BadSource => {
-                job.excluded.push(job.origin.clone());
+                job.excluded.push(job.origin().to_owned());
             }
             Disposition::Denied => {
                 // Credentials refused: only another host may help.
@@ -379,10 +379,10 @@ impl Engine {
         }
         let job = &self.downloads[key].job;
         let mut start = now;
-        if job.tried.contains(&job.origin) {
+        if job.tried.iter().any(|t| t == job.origin()) {
             start += backoff;
         }
-        if let Some(at) = job.not_before(&job.origin) {
+        if let Some(at) = job.not_before(job.origin()) {
             start = start.max(at);
         }
         self.enqueue_chosen(key, Some(start - now));

@@ -1,23 +1,30 @@
 //! A download's history across attempts: the request, the source of its next attempt, the
 //! sources tried and ruled out, and every failed attempt.
+//!
+//! A queued download costs what its request needs and little more (docs/design.md, "What a
+//! queued download costs"): the request stays in the box the front made, the source is an
+//! index into the request's URLs or a shared mirror base, the slot is shared, and the URL
+//! of an attempt is built only when it starts.
 
 use std::borrow::Cow;
+use std::rc::Rc;
 use std::time::Instant;
 
-use crate::api::{Attempt, Download};
+use crate::api::{Attempt, Download, Source};
 
 /// A download request and what has happened to it so far.
 pub(crate) struct Job {
-    pub request: Download,
+    pub request: Box<Download>,
     /// Order of arrival; breaks priority ties (FIFO) and tells a queued entry from a
     /// later download that reused its key.
     pub seq: u64,
-    /// The URL of the current (or next) attempt.
+    /// The source of the current (or next) attempt.
+    pub origin: Origin,
+    /// The URL of the running attempt (and, after it ended, of the last one): built when
+    /// it starts, empty while the download is queued.
     pub url: String,
-    /// Where that URL came from: a mirror's base URL, or the URL itself for `url`/`urls`.
-    pub origin: String,
-    /// The scheduler slot the attempt counts against (a mirror, or a host).
-    pub slot: String,
+    /// The scheduler slot the attempt counts against (a mirror, or a host); shared.
+    pub slot: Rc<str>,
     /// What the running attempt costs in the scheduler's units (see `policy::scheduler`).
     pub cost: usize,
     /// Origins tried so far, and origins ruled out for this download.
@@ -33,14 +40,25 @@ pub(crate) struct Job {
     pub received_at: Instant,
 }
 
+/// Where the current (or next) attempt goes.
+pub(crate) enum Origin {
+    /// Not chosen yet.
+    None,
+    /// The request's URL of this index (`url`/`urls`).
+    Url(usize),
+    /// A mirror's base URL (shared by every download of the mirror); the request's `path`
+    /// goes under it.
+    Mirror(Rc<str>),
+}
+
 impl Job {
-    pub fn new(request: Download, seq: u64) -> Job {
+    pub fn new(request: Box<Download>, seq: u64) -> Job {
         Job {
             request,
             seq,
+            origin: Origin::None,
             url: String::new(),
-            origin: String::new(),
-            slot: String::new(),
+            slot: Rc::from(""),
             cost: 0,
             tried: Vec::new(),
             excluded: Vec::new(),
@@ -48,6 +66,23 @@ impl Job {
             not_before: Vec::new(),
             attempts: Vec::new(),
             received_at: Instant::now(),
+        }
+    }
+
+    /// The chosen source: a mirror's base URL, or the URL itself for `url`/`urls`.
+    pub fn origin(&self) -> &str {
+        match (&self.origin, &self.request.source) {
+            (Origin::Url(index), Source::Urls(urls)) => &urls[*index],
+            (Origin::Mirror(base), _) => base,
+            _ => "",
+        }
+    }
+
+    /// The URL of an attempt at the chosen source.
+    pub fn attempt_url(&self) -> String {
+        match (&self.origin, &self.request.source) {
+            (Origin::Mirror(base), Source::Mirror { path, .. }) => format!("{base}{path}"),
+            _ => self.origin().to_owned(),
         }
     }
 

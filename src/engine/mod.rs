@@ -21,6 +21,7 @@ mod job;
 mod progress;
 mod report;
 mod requests;
+mod shared;
 mod start;
 mod stop;
 #[cfg(test)]
@@ -93,6 +94,8 @@ pub struct Engine {
     spare_handles: Vec<Easy2<Transfer>>,
     scheduler: Scheduler,
     mirrors: Mirrors,
+    /// Slots and mirror bases, one copy each for every download that uses them.
+    shared: shared::Shared,
     /// stdin, when the front reads it.
     input: Option<Input>,
     input_pending: bool,

@@ -48,7 +48,7 @@ impl Engine {
             return self.refuse(ticket, request.id(), error);
         }
         match request {
-            Request::Download(download) => self.accept_download(ticket, *download),
+            Request::Download(download) => self.accept_download(ticket, download),
             Request::Mirrors(set) => {
                 let default = self.options.max_per_mirror as usize;
                 self.mirrors.declare(set, default);
@@ -65,7 +65,7 @@ impl Engine {
         });
     }
 
-    fn accept_download(&mut self, ticket: Ticket, download: crate::api::Download) {
+    fn accept_download(&mut self, ticket: Ticket, download: Box<crate::api::Download>) {
         let refusal = if self.downloads.key_of(&download.id).is_some() {
             Some(format!(
                 "`id`: `{}` is already in use by an unfinished download",
@@ -120,7 +120,8 @@ impl Engine {
         };
         match &self.downloads[key].state {
             State::Queued => {
-                self.scheduler.cancel(self.downloads[key].job.seq);
+                let job = &self.downloads[key].job;
+                self.scheduler.cancel(job.seq, &job.slot);
                 self.fail(key, Some(FetchError::Cancelled));
             }
             State::Active(_) => {

@@ -59,6 +59,7 @@ impl Engine {
         Ok(Engine {
             scheduler: Scheduler::new(max_parallel, max_per_host, max_streams),
             mirrors: Mirrors::default(),
+            shared: Default::default(),
             options,
             curl_io,
             multi,
