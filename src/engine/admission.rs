@@ -35,7 +35,7 @@ impl Engine {
     /// Pick the download's next source and queue it, or fail it when no source is left.
     pub(super) fn enqueue(&mut self, key: usize) {
         if !self.choose_source(key, Instant::now()) {
-            let error = self.downloads[key].job.attempts.is_empty().then(|| {
+            let error = self.downloads[key].job.attempts().is_empty().then(|| {
                 FetchError::Network(
                     "every mirror of the set has been put aside after repeated failures".into(),
                 )
@@ -66,12 +66,13 @@ impl Engine {
         let job = &mut self.downloads[key].job;
         let base = match &job.request.source {
             Source::Urls(urls) => {
-                let usable = |u: &&String| !job.excluded.contains(u);
+                let history = job.history();
+                let usable = |u: &&String| !history.excluded.contains(u);
                 let ready = |u: &&String| job.not_before(u).is_none_or(|at| at <= ready_at);
                 let Some(url) = urls
                     .iter()
                     .filter(usable)
-                    .find(|u| !job.tried.contains(u))
+                    .find(|u| !history.tried.contains(u))
                     .or_else(|| urls.iter().filter(usable).find(ready))
                     .or_else(|| urls.iter().filter(usable).min_by_key(|u| job.not_before(u)))
                 else {
@@ -89,10 +90,14 @@ impl Engine {
                 let ruled_out = job.ruled_out_at(ready_at);
                 let waiting = matches!(ruled_out, Cow::Owned(_));
                 self.mirrors
-                    .choose(set, &job.tried, &ruled_out, load)
+                    .choose(set, &job.history().tried, &ruled_out, load)
                     .or_else(|| {
                         waiting
-                            .then(|| self.mirrors.choose(set, &job.tried, &job.excluded, load))
+                            .then(|| {
+                                let history = job.history();
+                                self.mirrors
+                                    .choose(set, &history.tried, &history.excluded, load)
+                            })
                             .flatten()
                     })
             }
@@ -131,9 +136,9 @@ impl Engine {
             if let Source::Mirror { set, .. } = &job.request.source {
                 // A mirror within its Retry-After is no better.
                 let ruled_out = job.ruled_out_at(Instant::now());
-                let better = self
-                    .mirrors
-                    .better_than(set, job.origin(), &job.tried, &ruled_out);
+                let better =
+                    self.mirrors
+                        .better_than(set, job.origin(), &job.history().tried, &ruled_out);
                 if let Some(better) = better {
                     // Health changed while it waited: requeue it for the better mirror.
                     self.scheduler.release(&ticket.slot, cost);
@@ -145,7 +150,7 @@ impl Engine {
             }
             job.cost = cost;
             let request = &job.request;
-            if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
+            if job.attempts().is_empty() && self.known_files.may_exist(&request.dest) {
                 if let Some(verified) = sink::cached(&request.dest, request.size, &request.hashes) {
                     self.scheduler.release(&ticket.slot, cost);
                     let job = self.downloads.remove(key).job;
@@ -198,7 +203,7 @@ impl Engine {
         self.report.emit(&Event::Started {
             id: &job.request.id,
             url: &job.url,
-            attempt: job.attempts.len() as u32 + 1,
+            attempt: job.attempts().len() as u32 + 1,
         });
         if job.request.progress {
             self.progress.watch(key);

@@ -302,7 +302,7 @@ impl Engine {
             id: &job.request.id,
             dest: &job.request.dest,
             outcome,
-            attempts: &job.attempts,
+            attempts: job.attempts(),
             elapsed: job.received_at.elapsed(),
         });
     }
@@ -346,14 +346,16 @@ impl Engine {
                 job.wait_for(&origin, now + asked.min(max_wait));
             }
         }
-        if !job.tried.iter().any(|t| t == job.origin()) {
-            job.tried.push(job.origin().to_owned());
+        if !job.history().tried.iter().any(|t| t == job.origin()) {
+            let origin = job.origin().to_owned();
+            job.history_mut().tried.push(origin);
         }
         match disposition {
             Disposition::Final => return self.fail(key, Some(error)),
-            Disposition::Transient => job.transient_failures += 1,
+            Disposition::Transient => job.history_mut().transient_failures += 1,
             Disposition::Elsewhere | Disposition::BadSource => {
-                job.excluded.push(job.origin().to_owned());
+                let origin = job.origin().to_owned();
+                job.history_mut().excluded.push(origin);
             }
             Disposition::Denied => {
                 // Credentials refused: only another host may help.
@@ -361,16 +363,16 @@ impl Engine {
                 let same_host = candidates(&job.request.source, &self.mirrors)
                     .into_iter()
                     .filter(|origin| host_key(origin) == host);
-                job.excluded.extend(same_host);
+                job.history_mut().excluded.extend(same_host);
             }
         }
-        if job.attempts.len() > self.options.retries as usize {
+        if job.attempts().len() > self.options.retries as usize {
             return self.fail(key, Some(error));
         }
         // An untried source is tried at once; once every source has been tried, each
         // further attempt waits out a backoff, whichever source it goes to, and never
         // starts on a source before its server's Retry-After has passed.
-        let backoff = match job.transient_failures {
+        let backoff = match job.history().transient_failures {
             0 => Duration::ZERO,
             failures => retry::delay(failures, max_wait),
         };
@@ -379,7 +381,7 @@ impl Engine {
         }
         let job = &self.downloads[key].job;
         let mut start = now;
-        if job.tried.iter().any(|t| t == job.origin()) {
+        if job.history().tried.iter().any(|t| t == job.origin()) {
             start += backoff;
         }
         if let Some(at) = job.not_before(job.origin()) {
@@ -392,12 +394,12 @@ impl Engine {
     pub(super) fn fail(&mut self, key: usize, error: Option<FetchError>) {
         let job = self.downloads.remove(key).job;
         let error = error
-            .or_else(|| job.attempts.last().map(|last| last.error.clone()))
+            .or_else(|| job.attempts().last().map(|last| last.error.clone()))
             .unwrap_or_else(|| FetchError::Network("no source to try".into()));
         self.report.emit(&Event::Failed {
             id: &job.request.id,
             error: &error,
-            attempts: &job.attempts,
+            attempts: job.attempts(),
         });
     }
 

@@ -27,6 +27,15 @@ pub(crate) struct Job {
     pub slot: Rc<str>,
     /// What the running attempt costs in the scheduler's units (see `policy::scheduler`).
     pub cost: usize,
+    /// What failed attempts left; `None` until the first one (most downloads never fail,
+    /// and a queued one should not carry four empty vectors).
+    history: Option<Box<History>>,
+    pub received_at: Instant,
+}
+
+/// What the failed attempts of a download left.
+#[derive(Default)]
+pub(crate) struct History {
     /// Origins tried so far, and origins ruled out for this download.
     pub tried: Vec<String>,
     pub excluded: Vec<String>,
@@ -37,8 +46,15 @@ pub(crate) struct Job {
     pub not_before: Vec<(String, Instant)>,
     /// Every failed attempt, for `done` and `failed`.
     pub attempts: Vec<Attempt>,
-    pub received_at: Instant,
 }
+
+static NO_HISTORY: History = History {
+    tried: Vec::new(),
+    excluded: Vec::new(),
+    transient_failures: 0,
+    not_before: Vec::new(),
+    attempts: Vec::new(),
+};
 
 /// Where the current (or next) attempt goes.
 pub(crate) enum Origin {
@@ -60,11 +76,7 @@ impl Job {
             url: String::new(),
             slot: Rc::from(""),
             cost: 0,
-            tried: Vec::new(),
-            excluded: Vec::new(),
-            transient_failures: 0,
-            not_before: Vec::new(),
-            attempts: Vec::new(),
+            history: None,
             received_at: Instant::now(),
         }
     }
@@ -86,9 +98,24 @@ impl Job {
         }
     }
 
+    /// What failed attempts left (nothing yet, for most).
+    pub fn history(&self) -> &History {
+        self.history.as_deref().unwrap_or(&NO_HISTORY)
+    }
+
+    pub fn history_mut(&mut self) -> &mut History {
+        self.history.get_or_insert_with(Box::default)
+    }
+
+    /// Every failed attempt, for `done` and `failed`.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.history().attempts
+    }
+
     /// When `origin` may be asked again, if its server set a time.
     pub fn not_before(&self, origin: &str) -> Option<Instant> {
-        self.not_before
+        self.history()
+            .not_before
             .iter()
             .find(|(o, _)| o == origin)
             .map(|&(_, at)| at)
@@ -96,9 +123,10 @@ impl Job {
 
     /// Do not ask `origin` again before `at` (a later time than one set before wins).
     pub fn wait_for(&mut self, origin: &str, at: Instant) {
-        match self.not_before.iter_mut().find(|(o, _)| o == origin) {
+        let not_before = &mut self.history_mut().not_before;
+        match not_before.iter_mut().find(|(o, _)| o == origin) {
             Some((_, until)) => *until = (*until).max(at),
-            None => self.not_before.push((origin.to_owned(), at)),
+            None => not_before.push((origin.to_owned(), at)),
         }
     }
 
@@ -106,25 +134,24 @@ impl Job {
     /// whose server's `Retry-After` has not passed by then. Borrowed (no copy) unless a
     /// server set such a time.
     pub fn ruled_out_at(&self, at: Instant) -> Cow<'_, [String]> {
-        let mut waiting = self
+        let history = self.history();
+        let mut waiting = history
             .not_before
             .iter()
             .filter(move |(_, until)| *until > at)
             .map(|(origin, _)| origin)
             .peekable();
         if waiting.peek().is_none() {
-            return Cow::Borrowed(&self.excluded);
+            return Cow::Borrowed(&history.excluded);
         }
-        let mut ruled_out = self.excluded.clone();
+        let mut ruled_out = history.excluded.clone();
         ruled_out.extend(waiting.cloned());
         Cow::Owned(ruled_out)
     }
 
     /// Record a failed attempt at the current URL.
     pub fn record(&mut self, error: crate::error::FetchError) {
-        self.attempts.push(Attempt {
-            url: self.url.clone(),
-            error,
-        });
+        let url = self.url.clone();
+        self.history_mut().attempts.push(Attempt { url, error });
     }
 }
