@@ -49,8 +49,10 @@ impl Engine {
     pub(super) fn enqueue_chosen(&mut self, key: usize, delay: Option<Duration>) {
         let download = &mut self.downloads[key];
         download.state = State::Queued;
-        // The URL is built again when the attempt starts: a queued download holds none.
+        // The URL is built again when the attempt starts: a queued download holds none, and
+        // its request is packed while it waits.
         download.job.url = String::new();
+        download.job.pack();
         let ticket = ticket(key, &download.job);
         match delay {
             Some(delay) if !delay.is_zero() => self.scheduler.delay(ticket, Instant::now() + delay),
@@ -64,7 +66,14 @@ impl Engine {
     /// chosen again.
     pub(super) fn choose_source(&mut self, key: usize, ready_at: Instant) -> bool {
         let job = &mut self.downloads[key].job;
-        let base = match &job.request.source {
+        if let Some(url) = job.packed_url().filter(|_| job.attempts().is_empty()) {
+            // Packed and never tried: its one URL.
+            job.slot = self.shared.get(&host_key(url).unwrap_or_default());
+            job.origin = Origin::Url(0);
+            return true;
+        }
+        job.unpack();
+        let base = match &job.request().source {
             Source::Urls(urls) => {
                 let history = job.history();
                 let usable = |u: &&String| !history.excluded.contains(u);
@@ -133,7 +142,8 @@ impl Engine {
             let key = ticket.key;
             let job = &mut self.downloads[key].job;
             debug_assert_eq!(job.seq, ticket.seq, "a cancelled ticket was admitted");
-            if let Source::Mirror { set, .. } = &job.request.source {
+            job.unpack();
+            if let Source::Mirror { set, .. } = &job.request().source {
                 // A mirror within its Retry-After is no better.
                 let ruled_out = job.ruled_out_at(Instant::now());
                 let better =
@@ -149,7 +159,7 @@ impl Engine {
                 }
             }
             job.cost = cost;
-            let request = &job.request;
+            let request = job.request();
             if job.attempts().is_empty() && self.known_files.may_exist(&request.dest) {
                 if let Some(verified) = sink::cached(&request.dest, request.size, &request.hashes) {
                     self.scheduler.release(&ticket.slot, cost);
@@ -175,7 +185,7 @@ impl Engine {
         let alpn_learner = self.alpn_learner_for(key);
         let job = &self.downloads[key].job;
         let attempt = Attempt {
-            request: &job.request,
+            request: job.request(),
             url: &job.url,
             token: key,
             buffer,
@@ -201,11 +211,11 @@ impl Engine {
         let download = &mut self.downloads[key];
         let job = &download.job;
         self.report.emit(&Event::Started {
-            id: &job.request.id,
+            id: job.id(),
             url: &job.url,
             attempt: job.attempts().len() as u32 + 1,
         });
-        if job.request.progress {
+        if job.request().progress {
             self.progress.watch(key);
         }
         download.state = State::Active(handle);
@@ -272,7 +282,7 @@ fn ticket(key: usize, job: &Job) -> Ticket {
     Ticket {
         key,
         seq: job.seq,
-        priority: job.request.priority,
+        priority: job.priority(),
         slot: job.slot.clone(),
     }
 }

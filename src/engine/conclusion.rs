@@ -109,7 +109,7 @@ impl Engine {
             .release(&download.job.slot, download.job.cost);
         self.progress.forget(key);
         let head = std::mem::take(&mut transfer.head);
-        let reusable = handle::reusable_after(&download.job.request);
+        let reusable = handle::reusable_after(download.job.request());
         if reusable && self.spare_handles.len() < self.options.max_parallel as usize {
             self.spare_handles.push(easy);
         }
@@ -174,7 +174,7 @@ impl Engine {
     fn conclude(&mut self, key: usize, mut sink: Sink, ended: Ended, verdict: Verdict) {
         match verdict {
             Verdict::Body | Verdict::PartialComplete => {
-                let request = &self.downloads[key].job.request;
+                let request = self.downloads[key].job.request();
                 // place() removes the file itself when verification fails.
                 match sink.place(request.size, &request.hashes) {
                     Ok((verified, Some(placement))) => {
@@ -189,7 +189,7 @@ impl Engine {
             }
             Verdict::NotModified => {
                 sink.discard();
-                let request = &self.downloads[key].job.request;
+                let request = self.downloads[key].job.request();
                 if request.not_modified_needs_dest && !request.dest.is_file() {
                     // The client asked "changed since my copy?" for a copy it does not
                     // have: its state is wrong, and no source will answer otherwise.
@@ -250,7 +250,7 @@ impl Engine {
         match result {
             Ok(()) => self.succeeded(key, Some(verified), ended),
             Err(failed) => {
-                let what = failed.context(&download.job.request.dest);
+                let what = failed.context(&download.job.request().dest);
                 let error = FetchError::io(what, &failed.error);
                 self.attempt_failed(key, error, None, Some(&ended.head));
             }
@@ -261,7 +261,7 @@ impl Engine {
     /// server said the file was not modified (`None`).
     fn succeeded(&mut self, key: usize, verified: Option<Verified>, ended: Ended) {
         let job = self.downloads.remove(key).job;
-        if let Source::Mirror { .. } = job.request.source {
+        if let Source::Mirror { .. } = job.request().source {
             let bytes = verified.as_ref().map_or(0, |v| v.size);
             self.mirrors
                 .record_success(job.origin(), bytes, ended.elapsed);
@@ -270,9 +270,9 @@ impl Engine {
         }
         let (head, url) = (&ended.head, job.url.as_str());
         if verified.is_some() {
-            self.known_files.placed(&job.request.dest);
-            if job.request.server_mtime {
-                stamp(&job.request.dest, head.last_modified.as_deref());
+            self.known_files.placed(&job.request().dest);
+            if job.request().server_mtime {
+                stamp(&job.request().dest, head.last_modified.as_deref());
             }
         }
         let status = (ended.status > 0).then_some(ended.status);
@@ -299,8 +299,8 @@ impl Engine {
     /// `done` for a download that has left the table.
     pub(super) fn report_done(&mut self, job: &Job, outcome: Outcome<'_>) {
         self.report.emit(&Event::Done {
-            id: &job.request.id,
-            dest: &job.request.dest,
+            id: job.id(),
+            dest: &job.request().dest,
             outcome,
             attempts: job.attempts(),
             elapsed: job.received_at.elapsed(),
@@ -326,7 +326,7 @@ impl Engine {
             }
         }
         let job = &mut self.downloads[key].job;
-        if let Source::Mirror { .. } = job.request.source {
+        if let Source::Mirror { .. } = job.request().source {
             let others_running = self.scheduler.busy(&job.slot);
             if self
                 .mirrors
@@ -360,7 +360,7 @@ impl Engine {
             Disposition::Denied => {
                 // Credentials refused: only another host may help.
                 let host = host_key(&job.url);
-                let same_host = candidates(&job.request.source, &self.mirrors)
+                let same_host = candidates(&job.request().source, &self.mirrors)
                     .into_iter()
                     .filter(|origin| host_key(origin) == host);
                 job.history_mut().excluded.extend(same_host);
@@ -397,7 +397,7 @@ impl Engine {
             .or_else(|| job.attempts().last().map(|last| last.error.clone()))
             .unwrap_or_else(|| FetchError::Network("no source to try".into()));
         self.report.emit(&Event::Failed {
-            id: &job.request.id,
+            id: job.id(),
             error: &error,
             attempts: job.attempts(),
         });

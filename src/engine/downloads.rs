@@ -64,7 +64,7 @@ pub(crate) struct Downloads {
 impl Downloads {
     /// Take in a new download (its id must not be in use); returns its key.
     pub fn insert(&mut self, job: Job) -> usize {
-        let id = job.request.id.clone();
+        let id = job.id().to_owned();
         let key = self.table.insert(Download {
             job,
             state: State::Queued,
@@ -76,7 +76,7 @@ impl Downloads {
     /// The download is over: out of the table.
     pub fn remove(&mut self, key: usize) -> Download {
         let download = self.table.remove(key);
-        self.by_id.remove(&download.job.request.id);
+        self.by_id.remove(download.job.id());
         download
     }
 

@@ -11,10 +11,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::api::{Attempt, Download, Source};
+use crate::engine::packed::Packed;
 
 /// A download request and what has happened to it so far.
 pub(crate) struct Job {
-    pub request: Box<Download>,
+    /// Packed while it waits for its first admission, when it is a common one.
+    request: Spec,
     /// Order of arrival; breaks priority ties (FIFO) and tells a queued entry from a
     /// later download that reused its key.
     pub seq: u64,
@@ -56,6 +58,12 @@ static NO_HISTORY: History = History {
     attempts: Vec::new(),
 };
 
+/// The request, as the front made it or packed.
+enum Spec {
+    Full(Box<Download>),
+    Packed(Box<Packed>),
+}
+
 /// Where the current (or next) attempt goes.
 pub(crate) enum Origin {
     /// Not chosen yet.
@@ -69,6 +77,10 @@ pub(crate) enum Origin {
 
 impl Job {
     pub fn new(request: Box<Download>, seq: u64) -> Job {
+        let request = match Packed::pack(&request) {
+            Some(packed) => Spec::Packed(Box::new(packed)),
+            None => Spec::Full(request),
+        };
         Job {
             request,
             seq,
@@ -81,19 +93,73 @@ impl Job {
         }
     }
 
+    pub fn id(&self) -> &str {
+        match &self.request {
+            Spec::Full(request) => &request.id,
+            Spec::Packed(packed) => packed.id(),
+        }
+    }
+
+    pub fn priority(&self) -> i64 {
+        match &self.request {
+            Spec::Full(request) => request.priority,
+            Spec::Packed(packed) => packed.priority(),
+        }
+    }
+
+    /// The URL of a packed request (its only one); `None` once unpacked.
+    pub fn packed_url(&self) -> Option<&str> {
+        match &self.request {
+            Spec::Full(_) => None,
+            Spec::Packed(packed) => Some(packed.url()),
+        }
+    }
+
+    /// The request. Only a download that has been admitted ([`Job::unpack`]) or was never
+    /// packed has it; the engine asks for it only then.
+    pub fn request(&self) -> &Download {
+        match &self.request {
+            Spec::Full(request) => request,
+            Spec::Packed(_) => unreachable!("a packed request is unpacked when admitted"),
+        }
+    }
+
+    /// Admitted: from now on the request is needed as the front made it.
+    pub fn unpack(&mut self) {
+        if let Spec::Packed(packed) = &self.request {
+            self.request = Spec::Full(packed.unpack());
+        }
+    }
+
+    /// Queued again (a retry): packed again while it waits, if it is a common request.
+    pub fn pack(&mut self) {
+        if let Spec::Full(request) = &self.request {
+            if let Some(packed) = Packed::pack(request) {
+                self.request = Spec::Packed(Box::new(packed));
+            }
+        }
+    }
+
     /// The chosen source: a mirror's base URL, or the URL itself for `url`/`urls`.
     pub fn origin(&self) -> &str {
-        match (&self.origin, &self.request.source) {
-            (Origin::Url(index), Source::Urls(urls)) => &urls[*index],
+        match (&self.origin, &self.request) {
             (Origin::Mirror(base), _) => base,
-            _ => "",
+            (Origin::Url(_), Spec::Packed(packed)) => packed.url(),
+            (Origin::Url(index), Spec::Full(request)) => match &request.source {
+                Source::Urls(urls) => &urls[*index],
+                Source::Mirror { .. } => "",
+            },
+            (Origin::None, _) => "",
         }
     }
 
     /// The URL of an attempt at the chosen source.
     pub fn attempt_url(&self) -> String {
-        match (&self.origin, &self.request.source) {
-            (Origin::Mirror(base), Source::Mirror { path, .. }) => format!("{base}{path}"),
+        match (&self.origin, &self.request) {
+            (Origin::Mirror(base), Spec::Full(request)) => match &request.source {
+                Source::Mirror { path, .. } => format!("{base}{path}"),
+                Source::Urls(_) => self.origin().to_owned(),
+            },
             _ => self.origin().to_owned(),
         }
     }

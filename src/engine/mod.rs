@@ -18,6 +18,7 @@ mod admission;
 mod conclusion;
 mod downloads;
 mod job;
+mod packed;
 mod progress;
 mod report;
 mod requests;
