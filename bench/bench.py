@@ -13,6 +13,10 @@ Scenarios (full):  A 10,000 x 4 KiB; B 1,000 x 256 KiB; C 4 x 512 MiB (4 at once
 Scenarios (smoke): A 200 x 4 KiB; B 20 x 256 KiB; C 1 x 8 MiB; L 50 x 4 KiB over the delay
                    line (only if namespaces work); L2 50 x 4 KiB over TLS + HTTP/2 on loopback;
                    P and U with 20 packages over the delay line.
+Scenario M (memory, fetchmux only; bench/memory.py): peak RSS with N small downloads in the
+                   helper at once: 10,000 and 100,000 queued, and 100,000 all waiting for a
+                   retry (smoke: 1,000 queued, 1,000 waiting). Targets: 24 MiB at 10,000,
+                   64 MiB at 100,000 (issue 13).
 
 The round trip comes from bench/delayline.py (this kernel has no `tc netem`): two network
 namespaces of our own joined by TUN devices, each packet forwarded after 25 ms.
@@ -28,6 +32,7 @@ whole `ip netns exec ...` command timed. Raw results go to WORK/results.csv.
 Environment (all optional):
   BENCH_RUNS=7         runs per tool for A, B, L, L2 (smoke: 1)
   BENCH_RUNS_C=3       runs per tool for C (smoke: 1)
+  BENCH_RUNS_M=3       runs per case of M (smoke: 1)
   BENCH_PARALLEL=64    N: --max-parallel/--max-per-host, --parallel-max, --max-threads, -j
   BENCH_PARALLEL_C=4   N for C
   BENCH_SEQ_FILES=1000 files of A and L given to the one-at-a-time downloader (smoke: 20)
@@ -63,6 +68,8 @@ import sys
 import tempfile
 import time
 
+import memory
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "--smoke" in sys.argv[1:]
 FETCHMUX = os.environ.get("BENCH_FETCHMUX") or os.path.join(REPO, "target", "release", "fetchmux")
@@ -75,6 +82,7 @@ def env_num(name, default, kind=int):
 
 RUNS = env_num("BENCH_RUNS", 1 if SMOKE else 7)
 RUNS_C = env_num("BENCH_RUNS_C", 1 if SMOKE else 3)
+RUNS_M = env_num("BENCH_RUNS_M", 1 if SMOKE else 3)
 PARALLEL = env_num("BENCH_PARALLEL", 64)
 PARALLEL_C = env_num("BENCH_PARALLEL_C", 4)
 SEQ_FILES = env_num("BENCH_SEQ_FILES", 20 if SMOKE else 1000)
@@ -137,6 +145,8 @@ if SMOKE:
         scenario("L2", 50, 4 * KIB, PARALLEL, tls=True),  # TLS + HTTP/2 on loopback
         front_scenario("P", "apt", 20),
         front_scenario("U", "urlgrabber", 20),
+        dict(name="M", kind="memory", cases=[(1_000, "queued", None), (1_000, "retry", None)],
+             delay=False, tls=False, runs=RUNS_M),
     ]
 else:
     SCENARIOS = [
@@ -147,6 +157,8 @@ else:
         scenario("L2", 2_000, 4 * KIB, PARALLEL, tls=True, delay=True),
         front_scenario("P", "apt", 300),
         front_scenario("U", "urlgrabber", 300),
+        dict(name="M", kind="memory", delay=False, tls=False, runs=RUNS_M,
+             cases=[(10_000, "queued", 24), (100_000, "queued", 64), (100_000, "retry", 64)]),
     ]
 TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8, "P": 0.5, "U": 0.5}
 
@@ -661,6 +673,68 @@ def probe_protocols(sc, manifest, env):
 
 
 # ---------------------------------------------------------------------------------------
+# Scenario M: memory per queued download (bench/memory.py)
+
+def run_memory(sc, env, writer, csv_file):
+    """Every case of M, RUNS_M times each; the rows also go to the CSV file."""
+    rows = []
+    retry_base = f"http://127.0.0.1:{env.local_ports['http']}/fmbench-503/"
+    for n, mode, _target in sc["cases"]:
+        for index in range(sc["runs"]):
+            dest = os.path.join(RUNS_DIR, f"M-{mode}-{n}-{index}")
+            os.makedirs(dest)
+            r = memory.run(FETCHMUX, n, mode, dest, retry_base if mode == "retry" else None)
+            shutil.rmtree(dest, ignore_errors=True)
+            row = dict(scenario="M", tool=f"fetchmux {mode} {n}", run=index + 1, position=1,
+                       files=n, bytes=0, wall_s=r["submit_s"], user_s=0.0, sys_s=0.0,
+                       cpu_s=0.0, machine_cpu_s=0.0, maxrss_kib=r["peak_kib"],
+                       exit_status="", ok=r["ok"], error=r["error"])
+            writer.writerow(row)
+            csv_file.flush()
+            rows.append(dict(row, n=n, mode=mode))
+            state = "ok" if r["ok"] else f"FAILED: {r['error']}"
+            log(f"M {mode:6} {n:>7,} run {index + 1}/{sc['runs']}: peak RSS "
+                f"{r['peak_kib'] / 1024:6.1f} MiB ({r['submit_s']:.2f} s)  {state}")
+    return rows
+
+
+def memory_section(rows, scenarios):
+    """The table of M and its targets (an empty list when M did not run)."""
+    sc = next((s for s in scenarios if s["kind"] == "memory"), None)
+    if sc is None:
+        return []
+    lines = ["## Memory (scenario M)", "",
+             "Peak RSS of fetchmux (VmHWM in /proc/PID/status) once every download of the case "
+             "is in the helper: *queued* is N downloads of 4 KiB files with `size` and "
+             "`sha256`, `--max-parallel 1`, every URL on a socket that accepts and never "
+             "answers (one transfer hangs, the others wait in the queue); *waiting for a "
+             "retry* is N downloads each answered 503 with `Retry-After: 600` by nginx, all on "
+             "their retry timers. Then SIGTERM: each run must end with `bye`, N `aborted` "
+             "failures and nothing on disk. bench/memory.py makes both.", "",
+             "| case | N | ok runs | median peak RSS MiB (min–max) | peak ÷ N | target |",
+             "|---|---|---|---|---|---|"]
+    verdicts = []
+    for n, mode, target in sc["cases"]:
+        runs = [r for r in rows if r["n"] == n and r["mode"] == mode]
+        good = [r["maxrss_kib"] / 1024 for r in runs if r["ok"]]
+        case = "queued" if mode == "queued" else "waiting for a retry"
+        goal = f"≤ {target} MiB" if target else "–"
+        if not good:
+            lines.append(f"| {case} | {n:,} | 0/{len(runs)} | failed | | {goal} |")
+            if target:
+                verdicts.append(f"- **M, {n:,} {case}** (≤ {target} MiB): does not hold: no "
+                                f"successful run.")
+            continue
+        med = statistics.median(good)
+        lines.append(f"| {case} | {n:,} | {len(good)}/{len(runs)} | {med:.1f} "
+                     f"({min(good):.1f}–{max(good):.1f}) | {med * MIB / n:,.0f} B | {goal} |")
+        if target:
+            verdicts.append(f"- **M, {n:,} {case}** (peak RSS ≤ {target} MiB): {med:.1f} MiB: "
+                            f"**{'holds' if med <= target else 'does not hold'}**.")
+    return lines + [""] + verdicts + [""]
+
+
+# ---------------------------------------------------------------------------------------
 # Summary, report, plot
 
 def median(values):
@@ -701,6 +775,8 @@ def table(summary, scenarios):
              "fetchmux / best peer |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for sc in scenarios:
+        if sc["kind"] == "memory":
+            continue
         best = best_peer(summary, sc)
         for tool in ALL_TOOLS:
             s = summary.get((sc["name"], tool))
@@ -913,6 +989,9 @@ def commands_section(scenarios, env):
     lines = ["Input files are written before each timed run; OUT is the run's fresh directory, "
              "WORK the scratch directory. One line of each input file is shown.", ""]
     for sc in scenarios:
+        if sc["kind"] == "memory":
+            lines += [f"**M**: bench/memory.py (its docstring says how each case is made).", ""]
+            continue
         host, ports = env.host_ports(sc)
         sample = [["f0000.bin", sc["size"], "<sha256 hex>"]]
         if sc["kind"] != "files":
@@ -1017,7 +1096,7 @@ def changes_section():
         return []
 
 
-def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
+def write_report(summary, scenarios, skipped, notes, env, csv_path, started, memory_results):
     docs = os.path.join(REPO, "docs") if WRITE_DOCS else WORK
     md_path = os.path.join(docs, "benchmarks.md")
     svg_path = os.path.join(docs, "benchmarks.svg")
@@ -1056,6 +1135,8 @@ def write_report(summary, scenarios, skipped, notes, env, csv_path, started):
         "## Targets",
         "",
     ] + targets(summary, scenarios, skipped, env.rtt_ms) + [
+        "",
+    ] + memory_section(memory_results, scenarios) + [
         "",
         "## Method",
         "",
@@ -1127,7 +1208,7 @@ def main():
     make_cert()
     notes = []
     skipped = {}
-    manifests = {sc["name"]: make_fixtures(sc) for sc in scenarios}
+    manifests = {sc["name"]: make_fixtures(sc) for sc in scenarios if sc["kind"] != "memory"}
     subprocess.run(["sync"])
     env = Env(dict(http=free_port(), https=free_port(), probe=free_port()))
     if any(not sc["delay"] for sc in scenarios):
@@ -1159,6 +1240,7 @@ def main():
                 f"{line}. The delay line itself uses CPU on the same 2 cores during these scenarios.")
 
     results = []
+    memory_results = []
     csv_path = os.path.join(WORK, "results.csv")
     fields = ["scenario", "tool", "run", "position", "files", "bytes", "wall_s", "user_s",
               "sys_s", "cpu_s", "machine_cpu_s", "maxrss_kib", "exit_status", "ok", "error"]
@@ -1166,6 +1248,9 @@ def main():
         writer = csv.DictWriter(csv_file, fieldnames=fields)
         writer.writeheader()
         for sc in scenarios:
+            if sc["kind"] == "memory":
+                memory_results.extend(run_memory(sc, env, writer, csv_file))
+                continue
             manifest = manifests[sc["name"]]
             if sc["kind"] != "files":
                 prepare_front(sc, env)
@@ -1208,8 +1293,10 @@ def main():
     if counters:
         notes.append(f"Delay line at the end: {counters}.")
     summary = summarize(results)
-    failures = [r for r in results if not r["ok"]]
+    failures = [r for r in results + memory_results if not r["ok"]]
     print("\n".join(table(summary, scenarios)), flush=True)
+    if memory_results:
+        print("\n".join(memory_section(memory_results, scenarios)), flush=True)
     for name, reason in skipped.items():
         log(f"{name} skipped: {reason}")
     log(f"raw results (CSV): {csv_path}")
@@ -1226,7 +1313,8 @@ def main():
     notes.append("TLS trust: fetchmux is given the bench certificate with `--ca-file`. "
                  "`CURL_CA_BUNDLE` is read by the curl command-line tool, not by libcurl "
                  "itself, so it would not reach fetchmux.")
-    md, svg = write_report(summary, scenarios, skipped, notes, env, csv_path, started)
+    md, svg = write_report(summary, scenarios, skipped, notes, env, csv_path, started,
+                           memory_results)
     log(f"wrote {md} and {svg}")
     # A failed peer run is reported, not fatal; a failed fetchmux run is.
     return 1 if any(r["tool"] == "fetchmux" for r in failures) else 0

@@ -30,10 +30,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -x target/release/fetchmux ]; then
-  echo "bench: target/release/fetchmux is missing: cargo build --release" >&2
+# The binary: BENCH_FETCHMUX, else the release build in CARGO_TARGET_DIR (default target).
+bin=${BENCH_FETCHMUX:-${CARGO_TARGET_DIR:-target}/release/fetchmux}
+if [ ! -x "$bin" ]; then
+  echo "bench: $bin is missing: cargo build --release" >&2
   exit 1
 fi
+BENCH_FETCHMUX=$(realpath "$bin")
+export BENCH_FETCHMUX
 
 # One bench at a time on this machine: the namespace names are fixed.
 exec 9>/run/lock/fetchmux-bench.lock

@@ -14,7 +14,8 @@ use crate::api::{Download, Event, Outcome, Source};
 use crate::body::sink;
 use crate::config::Options;
 use crate::engine::downloads::State;
-use crate::engine::job::Job;
+use crate::engine::job::{Job, Origin};
+use crate::engine::shared::Shared;
 use crate::engine::Engine;
 use crate::error::FetchError;
 use crate::net::handle::{self, Attempt};
@@ -37,7 +38,7 @@ impl Engine {
     /// Pick the download's next source and queue it, or fail it when no source is left.
     pub(super) fn enqueue(&mut self, key: usize) {
         if !self.choose_source(key, Instant::now()) {
-            let error = self.downloads[key].job.attempts.is_empty().then(|| {
+            let error = self.downloads[key].job.attempts().is_empty().then(|| {
                 FetchError::Network(
                     "every mirror of the set has been put aside after repeated failures".into(),
                 )
@@ -51,6 +52,10 @@ impl Engine {
     pub(super) fn enqueue_chosen(&mut self, key: usize, delay: Option<Duration>) {
         let download = &mut self.downloads[key];
         download.state = State::Queued;
+        // The URL is built again when the attempt starts: a queued download holds none, and
+        // its request is packed while it waits.
+        download.job.url = String::new();
+        download.job.pack();
         let ticket = ticket(key, &download.job);
         match delay {
             Some(delay) if !delay.is_zero() => self.scheduler.delay(ticket, Instant::now() + delay),
@@ -58,29 +63,36 @@ impl Engine {
         }
     }
 
-    /// Set the job's `url`, `origin` and `slot` for its next attempt, which can start at
+    /// Set the job's `origin` and `slot` for its next attempt, which can start at
     /// `ready_at` at the earliest. Untried sources come first, then sources whose server's
     /// `Retry-After` has passed by `ready_at`; a source ruled out for this download is never
     /// chosen again.
     pub(super) fn choose_source(&mut self, key: usize, ready_at: Instant) -> bool {
         let job = &mut self.downloads[key].job;
-        let base = match &job.request.source {
+        if let Some(url) = job.packed_url().filter(|_| job.attempts().is_empty()) {
+            // Packed and never tried: its one URL.
+            job.slot = self.shared.get(&host_key(url).unwrap_or_default());
+            job.origin = Origin::Url(0);
+            return true;
+        }
+        job.unpack();
+        let base = match &job.request().source {
             Source::Urls(urls) => {
-                let usable = |u: &&String| !job.excluded.contains(u);
+                let history = job.history();
+                let usable = |u: &&String| !history.excluded.contains(u);
                 let ready = |u: &&String| job.not_before(u).is_none_or(|at| at <= ready_at);
                 let Some(url) = urls
                     .iter()
                     .filter(usable)
-                    .find(|u| !job.tried.contains(u))
+                    .find(|u| !history.tried.contains(u))
                     .or_else(|| urls.iter().filter(usable).find(ready))
                     .or_else(|| urls.iter().filter(usable).min_by_key(|u| job.not_before(u)))
                 else {
                     return false;
                 };
-                let url = url.clone();
-                job.slot = host_key(&url).unwrap_or_default();
-                job.origin = url.clone();
-                job.url = url;
+                let index = urls.iter().position(|u| std::ptr::eq(u, url)).unwrap_or(0);
+                job.slot = self.shared.get(&host_key(url).unwrap_or_default());
+                job.origin = Origin::Url(index);
                 return true;
             }
             Source::Mirror { set, .. } => {
@@ -90,10 +102,14 @@ impl Engine {
                 let ruled_out = job.ruled_out_at(ready_at);
                 let waiting = matches!(ruled_out, Cow::Owned(_));
                 self.mirrors
-                    .choose(set, &job.tried, &ruled_out, load)
+                    .choose(set, &job.history().tried, &ruled_out, load)
                     .or_else(|| {
                         waiting
-                            .then(|| self.mirrors.choose(set, &job.tried, &job.excluded, load))
+                            .then(|| {
+                                let history = job.history();
+                                self.mirrors
+                                    .choose(set, &history.tried, &history.excluded, load)
+                            })
                             .flatten()
                     })
             }
@@ -101,7 +117,13 @@ impl Engine {
         let Some(base) = base else {
             return false;
         };
-        use_mirror(job, base, &mut self.scheduler, &self.mirrors);
+        use_mirror(
+            job,
+            &base,
+            &mut self.scheduler,
+            &self.mirrors,
+            &mut self.shared,
+        );
         true
     }
 
@@ -131,23 +153,25 @@ impl Engine {
             let key = ticket.key;
             let job = &mut self.downloads[key].job;
             debug_assert_eq!(job.seq, ticket.seq, "a cancelled ticket was admitted");
-            if let Source::Mirror { set, .. } = &job.request.source {
+            job.unpack();
+            if let Source::Mirror { set, .. } = &job.request().source {
                 // A mirror within its Retry-After is no better.
                 let ruled_out = job.ruled_out_at(Instant::now());
-                let better = self
-                    .mirrors
-                    .better_than(set, &job.origin, &job.tried, &ruled_out);
+                let better =
+                    self.mirrors
+                        .better_than(set, job.origin(), &job.history().tried, &ruled_out);
                 if let Some(better) = better {
                     // Health changed while it waited: requeue it for the better mirror.
                     self.scheduler.release(&ticket.slot, cost);
-                    use_mirror(job, better, &mut self.scheduler, &self.mirrors);
+                    let (scheduler, mirrors) = (&mut self.scheduler, &self.mirrors);
+                    use_mirror(job, &better, scheduler, mirrors, &mut self.shared);
                     self.scheduler.push(self::ticket(key, job));
                     continue;
                 }
             }
             job.cost = cost;
-            let request = &job.request;
-            if job.attempts.is_empty() && self.known_files.may_exist(&request.dest) {
+            let request = job.request();
+            if job.attempts().is_empty() && self.known_files.may_exist(&request.dest) {
                 let cached = sink::cached(&self.root, &request.dest, request.size, &request.hashes);
                 if let Some(verified) = cached {
                     self.scheduler.release(&ticket.slot, cost);
@@ -168,11 +192,13 @@ impl Engine {
     fn start_attempt(&mut self, key: usize) {
         let recycled = self.spare_handles.pop();
         let buffer = self.spare_buffers.pop().unwrap_or_default();
+        let job = &mut self.downloads[key].job;
+        job.url = job.attempt_url();
         let alpn_learner = self.alpn_learner_for(key);
         let now = Instant::now();
         let job = &mut self.downloads[key].job;
-        if job.attempts.is_empty() {
-            job.deadline = time_limit(&job.request, &self.options).map(|limit| now + limit);
+        if job.attempts().is_empty() {
+            job.deadline = time_limit(job.request(), &self.options).map(|limit| now + limit);
         }
         let time_left = job.deadline.map(|at| at.saturating_duration_since(now));
         if time_left.is_some_and(|left| left.is_zero()) {
@@ -187,24 +213,24 @@ impl Engine {
         // The request's own max_speed: a bucket of its own, released by the loop's timer
         // like the shared one.
         let own_pacer = job
-            .request
+            .request()
             .transport
             .as_ref()
             .and_then(|t| t.max_speed)
             .filter(|&rate| rate > 0)
             .map(|rate| Rc::new(Pacer::new(rate, 1)));
         let job = &self.downloads[key].job;
-        let route = match &job.request.source {
+        let route = match &job.request().source {
             Source::Mirror { set, .. } => self.mirrors.route(set),
             Source::Urls(_) => None,
         };
         let attempt = Attempt {
-            request: &job.request,
+            request: job.request(),
             url: &job.url,
             token: key,
             buffer,
             alpn_learner,
-            auth: super::redirect::credentials(&job.request, &self.mirrors),
+            auth: super::redirect::credentials(job.request(), &self.mirrors),
             route,
             root: &self.root,
             serial,
@@ -232,14 +258,14 @@ impl Engine {
         let download = &mut self.downloads[key];
         let job = &download.job;
         self.report.emit(&Event::Started {
-            id: &job.request.id,
+            id: job.id(),
             url: &job.url,
-            attempt: job.attempts.len() as u32 + 1,
+            attempt: job.attempts().len() as u32 + 1,
         });
-        if job.request.progress {
+        if job.request().progress {
             self.progress.watch(key);
         }
-        if let Some(limit) = response_timeout(&job.request, &self.options) {
+        if let Some(limit) = response_timeout(job.request(), &self.options) {
             if is_http(&job.url) {
                 handle.get_mut().response_timeout = limit;
                 self.response_checks.add(now + limit, key, serial);
@@ -256,10 +282,10 @@ impl Engine {
         let unknown = self.has_http2
             && job.url.starts_with("https:")
             && !self.scheduler.is_multiplexed(&job.slot)
-            && !self.http1_slots.contains(&job.slot);
+            && !self.http1_slots.contains(&*job.slot);
         unknown.then(|| AlpnLearner {
             tell: self.alpn_learned.0.clone(),
-            slot: job.slot.clone(),
+            slot: job.slot.to_string(),
         })
     }
 
@@ -276,6 +302,7 @@ impl Engine {
         if self.scheduler.is_multiplexed(slot) {
             return;
         }
+        let slot = self.shared.get(slot);
         let mut recosted = 0;
         for (_, download) in self.downloads.iter_mut() {
             let job = &mut download.job;
@@ -284,7 +311,7 @@ impl Engine {
                 recosted += 1;
             }
         }
-        self.scheduler.mark_multiplexed(slot, recosted);
+        self.scheduler.mark_multiplexed(&slot, recosted);
     }
 
     /// Keep curl's streams-per-connection cap at what spreads the running HTTP/2 transfers
@@ -308,20 +335,22 @@ fn ticket(key: usize, job: &Job) -> Ticket {
     Ticket {
         key,
         seq: job.seq,
-        priority: job.request.priority,
+        priority: job.priority(),
         slot: job.slot.clone(),
     }
 }
 
 /// Point a mirror job's next attempt at `base`.
-fn use_mirror(job: &mut Job, base: String, scheduler: &mut Scheduler, mirrors: &Mirrors) {
-    let Source::Mirror { path, .. } = &job.request.source else {
-        return;
-    };
-    job.url = format!("{base}{path}");
-    job.slot = mirror_slot(&base);
-    scheduler.set_limit(&job.slot, mirrors.limit(&base));
-    job.origin = base;
+fn use_mirror(
+    job: &mut Job,
+    base: &str,
+    scheduler: &mut Scheduler,
+    mirrors: &Mirrors,
+    shared: &mut Shared,
+) {
+    job.slot = shared.get(&mirror_slot(base));
+    scheduler.set_limit(&job.slot, mirrors.limit(base));
+    job.origin = Origin::Mirror(shared.get(base));
 }
 
 /// The scheduler slot of a mirror.

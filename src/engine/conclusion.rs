@@ -75,8 +75,8 @@ impl Engine {
         if head.multiplexed {
             let slot = slot.clone();
             self.promote(&slot);
-        } else if head.status > 0 && !self.http1_slots.contains(slot) {
-            self.http1_slots.insert(slot.clone());
+        } else if head.status > 0 && !self.http1_slots.contains(&**slot) {
+            self.http1_slots.insert(slot.to_string());
         }
         let mut sink = sink.expect("sink present until the attempt ends");
         let ended = Ended {
@@ -195,7 +195,7 @@ impl Engine {
                 if let Some(mode) = url::file_source_mode(&job.url) {
                     sink.limit_mode(mode);
                 }
-                let request = &job.request;
+                let request = job.request();
                 // place() removes the file itself when verification fails.
                 match sink.place(request.size, &request.hashes) {
                     Ok((verified, Some(placement))) => {
@@ -210,7 +210,7 @@ impl Engine {
             }
             Verdict::NotModified => {
                 sink.discard();
-                let request = &self.downloads[key].job.request;
+                let request = self.downloads[key].job.request();
                 if request.not_modified_needs_dest && !self.root.is_file(&request.dest) {
                     // The client asked "changed since my copy?" for a copy it does not
                     // have: its state is wrong, and no source will answer otherwise.
@@ -271,7 +271,7 @@ impl Engine {
         match result {
             Ok(()) => self.succeeded(key, Some(verified), ended),
             Err(failed) => {
-                let what = failed.context(&download.job.request.dest);
+                let what = failed.context(&download.job.request().dest);
                 let error = FetchError::io(what, &failed.error);
                 self.attempt_failed(key, error, None, Some(&ended.head));
             }
@@ -282,18 +282,22 @@ impl Engine {
     /// server said the file was not modified (`None`).
     fn succeeded(&mut self, key: usize, verified: Option<Verified>, ended: Ended) {
         let job = self.downloads.remove(key).job;
-        if let Source::Mirror { .. } = job.request.source {
+        if let Source::Mirror { .. } = job.request().source {
             let bytes = verified.as_ref().map_or(0, |v| v.size);
             self.mirrors
-                .record_success(&job.origin, bytes, ended.elapsed);
-            let limit = self.mirrors.limit(&job.origin);
+                .record_success(job.origin(), bytes, ended.elapsed);
+            let limit = self.mirrors.limit(job.origin());
             self.scheduler.set_limit(&job.slot, limit);
         }
         let (head, url) = (&ended.head, job.url.as_str());
         if verified.is_some() {
-            self.known_files.placed(&job.request.dest);
-            if job.request.server_mtime {
-                stamp(&self.root, &job.request.dest, head.last_modified.as_deref());
+            self.known_files.placed(&job.request().dest);
+            if job.request().server_mtime {
+                stamp(
+                    &self.root,
+                    &job.request().dest,
+                    head.last_modified.as_deref(),
+                );
             }
         }
         let status = (ended.status > 0).then_some(ended.status);
@@ -320,10 +324,10 @@ impl Engine {
     /// `done` for a download that has left the table.
     pub(super) fn report_done(&mut self, job: &Job, outcome: Outcome<'_>) {
         self.report.emit(&Event::Done {
-            id: &job.request.id,
-            dest: &job.request.dest,
+            id: job.id(),
+            dest: &job.request().dest,
             outcome,
-            attempts: &job.attempts,
+            attempts: job.attempts(),
             elapsed: job.received_at.elapsed(),
         });
     }
@@ -352,10 +356,10 @@ impl Engine {
         let job = &mut self.downloads[key].job;
         // A proxy's failure says nothing about the mirror behind it.
         let mirrors_fault = error.kind() != ErrorKind::Proxy;
-        if let (Source::Mirror { .. }, true) = (&job.request.source, mirrors_fault) {
+        if let (Source::Mirror { .. }, true) = (&job.request().source, mirrors_fault) {
             let others_running = self.scheduler.busy(&job.slot);
             let change = self.mirrors.record_failure(
-                &job.origin,
+                job.origin(),
                 disposition,
                 others_running,
                 Instant::now(),
@@ -363,18 +367,18 @@ impl Engine {
             match change {
                 Change::None => {}
                 Change::LimitLowered => {
-                    let limit = self.mirrors.limit(&job.origin);
+                    let limit = self.mirrors.limit(job.origin());
                     self.scheduler.set_limit(&job.slot, limit);
                 }
                 Change::PutAside { failures, for_ } => {
                     self.report.notice(&format!(
                         "fetchmux: mirror {} failed {failures} times in a row; putting it aside \
                          for {} s",
-                        redacted(&job.origin),
+                        redacted(job.origin()),
                         for_.as_secs()
                     ));
                     self.report.emit(&Event::MirrorAside {
-                        url: &job.origin,
+                        url: job.origin(),
                         failures,
                         for_,
                     });
@@ -387,35 +391,37 @@ impl Engine {
         if disposition == Disposition::Transient {
             let retry_after = head.and_then(|h| h.retry_after.as_deref());
             if let Some(asked) = retry_after.and_then(retry::parse_retry_after) {
-                let origin = job.origin.clone();
+                let origin = job.origin().to_owned();
                 job.wait_for(&origin, now + asked.min(max_wait));
             }
         }
-        if !job.tried.contains(&job.origin) {
-            job.tried.push(job.origin.clone());
+        if !job.history().tried.iter().any(|t| t == job.origin()) {
+            let origin = job.origin().to_owned();
+            job.history_mut().tried.push(origin);
         }
         match disposition {
             Disposition::Final => return self.fail(key, Some(error)),
-            Disposition::Transient => job.transient_failures += 1,
+            Disposition::Transient => job.history_mut().transient_failures += 1,
             Disposition::Elsewhere | Disposition::BadSource => {
-                job.excluded.push(job.origin.clone());
+                let origin = job.origin().to_owned();
+                job.history_mut().excluded.push(origin);
             }
             Disposition::Denied => {
                 // Credentials refused: only another host may help.
                 let host = host_key(&job.url);
-                let same_host = candidates(&job.request.source, &self.mirrors)
+                let same_host = candidates(&job.request().source, &self.mirrors)
                     .into_iter()
                     .filter(|origin| host_key(origin) == host);
-                job.excluded.extend(same_host);
+                job.history_mut().excluded.extend(same_host);
             }
         }
-        if job.attempts.len() > self.options.retries as usize {
+        if job.attempts().len() > self.options.retries as usize {
             return self.fail(key, Some(error));
         }
         // An untried source is tried at once; once every source has been tried, each
         // further attempt waits out a backoff, whichever source it goes to, and never
         // starts on a source before its server's Retry-After has passed.
-        let backoff = match job.transient_failures {
+        let backoff = match job.history().transient_failures {
             0 => Duration::ZERO,
             failures => retry::delay(failures, max_wait),
         };
@@ -424,10 +430,10 @@ impl Engine {
         }
         let job = &self.downloads[key].job;
         let mut start = now;
-        if job.tried.contains(&job.origin) {
+        if job.history().tried.iter().any(|t| t == job.origin()) {
             start += backoff;
         }
-        if let Some(at) = job.not_before(&job.origin) {
+        if let Some(at) = job.not_before(job.origin()) {
             start = start.max(at);
         }
         if job.deadline.is_some_and(|deadline| start >= deadline) {
@@ -463,12 +469,12 @@ impl Engine {
     pub(super) fn fail(&mut self, key: usize, error: Option<FetchError>) {
         let job = self.downloads.remove(key).job;
         let error = error
-            .or_else(|| job.attempts.last().map(|last| last.error.clone()))
+            .or_else(|| job.attempts().last().map(|last| last.error.clone()))
             .unwrap_or_else(|| FetchError::Network("no source to try".into()));
         self.report.emit(&Event::Failed {
-            id: &job.request.id,
+            id: job.id(),
             error: &error,
-            attempts: &job.attempts,
+            attempts: job.attempts(),
         });
     }
 

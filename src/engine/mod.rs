@@ -18,10 +18,12 @@ mod admission;
 mod conclusion;
 mod downloads;
 mod job;
+mod packed;
 mod progress;
 mod redirect;
 mod report;
 mod requests;
+mod shared;
 mod start;
 mod stop;
 #[cfg(test)]
@@ -102,6 +104,8 @@ pub struct Engine {
     spare_handles: Vec<Easy2<Transfer>>,
     scheduler: Scheduler,
     mirrors: Mirrors,
+    /// Slots and mirror bases, one copy each for every download that uses them.
+    shared: shared::Shared,
     /// stdin, when the front reads it.
     input: Option<Input>,
     input_pending: bool,

@@ -28,7 +28,7 @@ impl Engine {
             if received == transfer.reported {
                 continue;
             }
-            let request = &download.job.request;
+            let request = download.job.request();
             self.report.emit(&Event::Progress {
                 id: &request.id,
                 bytes: received,

@@ -65,8 +65,8 @@ impl Engine {
         let removed = self.multi.remove2(handle);
         self.curl_io.apply(self.poll.registry());
         let mut easy = removed.unwrap_or_else(|err| panic!("curl lost a transfer: {err}"));
-        let auth = credentials(&job.request, &self.mirrors);
-        let configured = handle::redirect(&mut easy, &job.request, auth, &target, same_origin);
+        let auth = credentials(job.request(), &self.mirrors);
+        let configured = handle::redirect(&mut easy, job.request(), auth, &target, same_origin);
         easy.get_mut().hops.at = Some(target);
         // Back into curl even when a setting failed: the attempt then ends as a setup error
         // through the usual path, which takes it out again before curl runs it.

@@ -53,7 +53,7 @@ impl Engine {
             return self.refuse(ticket, request.id(), error);
         }
         match request {
-            Request::Download(download) => self.accept_download(ticket, *download),
+            Request::Download(download) => self.accept_download(ticket, download),
             Request::Mirrors(mut set) => {
                 // A mirror's connections are also under libcurl's per-host cap: a limit
                 // above it would leave the extra transfers waiting inside libcurl, where
@@ -109,7 +109,7 @@ impl Engine {
         });
     }
 
-    fn accept_download(&mut self, ticket: Ticket, download: crate::api::Download) {
+    fn accept_download(&mut self, ticket: Ticket, download: Box<crate::api::Download>) {
         let refusal = if self.downloads.key_of(&download.id).is_some() {
             Some(format!(
                 "`id`: `{}` is already in use by an unfinished download",
@@ -181,7 +181,8 @@ impl Engine {
         };
         match &self.downloads[key].state {
             State::Queued => {
-                self.scheduler.cancel(self.downloads[key].job.seq);
+                let job = &self.downloads[key].job;
+                self.scheduler.cancel(job.seq, &job.slot);
                 self.fail(key, Some(FetchError::Cancelled));
             }
             State::Active(_) => {

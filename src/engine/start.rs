@@ -81,6 +81,7 @@ impl Engine {
         Ok(Engine {
             scheduler,
             mirrors: Mirrors::new(Duration::from_secs(options.put_aside_for)),
+            shared: Default::default(),
             options,
             curl_io,
             multi,

@@ -283,7 +283,7 @@ fn a_transient_failure_is_retried_after_a_backoff() {
     run.turn_until("the first attempt failed", |e, _| {
         e.downloads
             .key_of("a")
-            .is_some_and(|k| !e.downloads[k].job.attempts.is_empty())
+            .is_some_and(|k| !e.downloads[k].job.attempts().is_empty())
     });
     assert_eq!(
         state_of(run.engine(), "a"),

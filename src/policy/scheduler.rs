@@ -16,10 +16,12 @@
 //! best parked ticket returns to the main heap. Tickets waiting out a retry delay sit in a
 //! timer heap
 //! until they are due. Every operation is O(log n), so 100,000 queued requests cost memory,
-//! not time.
+//! not time; that memory is one heap entry (40 bytes) per ticket: slots are shared
+//! `Rc<str>`s, and nothing else is kept per queued ticket (a cancel names the slot).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::rc::Rc;
 use std::time::Instant;
 
 /// What the scheduler knows of a queued download.
@@ -30,8 +32,8 @@ pub(crate) struct Ticket {
     /// Order of arrival: FIFO within a priority; identifies the ticket for cancels.
     pub seq: u64,
     pub priority: i64,
-    /// The host or mirror the attempt counts against.
-    pub slot: String,
+    /// The host or mirror the attempt counts against (shared by every ticket of the slot).
+    pub slot: Rc<str>,
 }
 
 /// A queued ticket, ordered by priority (higher first) then arrival (earlier first).
@@ -63,18 +65,18 @@ impl Ord for Entry {
 /// The queue of tickets waiting for a transfer slot, and the slots in use.
 pub(crate) struct Scheduler {
     ready: BinaryHeap<Entry>,
-    parked: HashMap<String, BinaryHeap<Entry>>,
+    parked: HashMap<Rc<str>, BinaryHeap<Entry>>,
     /// Units (streams) in use per slot; a unit is `streams` of them.
-    active_per_slot: HashMap<String, usize>,
+    active_per_slot: HashMap<Rc<str>, usize>,
     /// Slots that answered over HTTP/2: their transfers cost one stream each.
-    multiplexed: HashSet<String>,
+    multiplexed: HashSet<Rc<str>>,
     streams: usize,
     /// Transfers running per slot, whatever they cost.
-    running_per_slot: HashMap<String, usize>,
-    /// Slot of every queued (ready or parked) ticket, by `seq`.
-    queued_slot_of: HashMap<u64, String>,
-    queued_per_slot: HashMap<String, usize>,
-    limits: HashMap<String, usize>,
+    running_per_slot: HashMap<Rc<str>, usize>,
+    /// Tickets queued (ready or parked), in total and per slot.
+    queued: usize,
+    queued_per_slot: HashMap<Rc<str>, usize>,
+    limits: HashMap<Rc<str>, usize>,
     default_limit: usize,
     delayed: BinaryHeap<Reverse<(Instant, u64)>>,
     delayed_tickets: HashMap<u64, Ticket>,
@@ -100,7 +102,7 @@ impl Scheduler {
             multiplexed: HashSet::new(),
             streams: streams.max(1),
             running_per_slot: HashMap::new(),
-            queued_slot_of: HashMap::new(),
+            queued: 0,
             queued_per_slot: HashMap::new(),
             limits: HashMap::new(),
             default_limit: default_limit.max(1),
@@ -136,7 +138,7 @@ impl Scheduler {
     /// Queue a ticket for its slot, to start as soon as the limits allow.
     pub fn push(&mut self, ticket: Ticket) {
         *self.queued_per_slot.entry(ticket.slot.clone()).or_insert(0) += 1;
-        self.queued_slot_of.insert(ticket.seq, ticket.slot.clone());
+        self.queued += 1;
         self.ready.push(Entry(ticket));
     }
 
@@ -172,15 +174,13 @@ impl Scheduler {
         due
     }
 
-    /// Forget a queued or delayed ticket.
-    pub fn cancel(&mut self, seq: u64) {
+    /// Forget a queued or delayed ticket of `slot` (the caller knows it is one of them).
+    pub fn cancel(&mut self, seq: u64, slot: &str) {
         if self.delayed_tickets.remove(&seq).is_some() {
             return;
         }
-        if let Some(slot) = self.queued_slot_of.remove(&seq) {
-            self.cancelled.insert(seq);
-            self.unqueue(&slot);
-        }
+        self.cancelled.insert(seq);
+        self.unqueue(slot);
     }
 
     /// Transfers running or queued for `slot`.
@@ -204,8 +204,8 @@ impl Scheduler {
     /// at a whole connection's price, whose `cost` the caller has lowered to 1: each holds a
     /// connection that now carries streams, and keeping their old price until they ended
     /// held every other transfer back for a round trip (scenario L2 of `make bench`).
-    pub fn mark_multiplexed(&mut self, slot: &str, recosted: usize) {
-        if self.multiplexed.insert(slot.to_string()) {
+    pub fn mark_multiplexed(&mut self, slot: &Rc<str>, recosted: usize) {
+        if self.multiplexed.insert(slot.clone()) {
             let freed = recosted * (self.streams - 1);
             self.active_streams -= freed;
             if let Some(in_use) = self.active_per_slot.get_mut(slot) {
@@ -218,9 +218,9 @@ impl Scheduler {
     }
 
     /// Give `slot` its own limit (a mirror's `max_per_mirror`, lowered under load).
-    pub fn set_limit(&mut self, slot: &str, limit: usize) {
+    pub fn set_limit(&mut self, slot: &Rc<str>, limit: usize) {
         let old = self.limit_of(slot);
-        self.limits.insert(slot.to_string(), limit.max(1));
+        self.limits.insert(slot.clone(), limit.max(1));
         let per_connection = self.streams / self.cost_in(slot);
         for _ in old * per_connection..limit * per_connection {
             self.unpark_one(slot);
@@ -253,7 +253,7 @@ impl Scheduler {
     /// Tickets queued (not delayed, not running).
     #[cfg(test)]
     pub fn queued(&self) -> usize {
-        self.queued_slot_of.len()
+        self.queued
     }
 
     /// Transfers holding a slot.
@@ -267,6 +267,7 @@ impl Scheduler {
     }
 
     fn unqueue(&mut self, slot: &str) {
+        self.queued -= 1;
         if let Some(n) = self.queued_per_slot.get_mut(slot) {
             *n -= 1;
             if *n == 0 {
@@ -304,7 +305,6 @@ impl Scheduler {
             *self.running_per_slot.entry(job.slot.clone()).or_insert(0) += 1;
             self.active += 1;
             self.active_streams += cost;
-            self.queued_slot_of.remove(&job.seq);
             self.unqueue(&job.slot);
             return Some((job, cost));
         }
@@ -351,7 +351,7 @@ mod tests {
             key: seq as usize,
             seq,
             priority,
-            slot: slot.to_string(),
+            slot: slot.into(),
         }
     }
 
@@ -399,7 +399,7 @@ mod tests {
         let (first, cost) = s.admit_next().unwrap();
         assert_eq!(first.seq, 1);
         assert!(s.admit_next().is_none());
-        s.cancel(2);
+        s.cancel(2, "a");
         s.release(&first.slot, cost);
         assert_eq!(s.admit_next().unwrap().0.seq, 3);
         assert_eq!(s.active(), 1);
@@ -410,7 +410,7 @@ mod tests {
     fn running_out_of_fds_caps_transfers_at_those_running() {
         // Multiplexed: 2 connections of 4 streams would allow 8 transfers.
         let mut s = Scheduler::new(2, 2, 4);
-        s.mark_multiplexed("h2", 0);
+        s.mark_multiplexed(&Rc::from("h2"), 0);
         s.cap_transfers(5);
         for seq in 0..10 {
             s.push(job(seq, 0, "h2"));
@@ -443,7 +443,7 @@ mod tests {
         s.push(job(2, 0, "m"));
         assert_eq!(s.admit_next().unwrap().0.seq, 1);
         assert!(s.admit_next().is_none());
-        s.set_limit("m", 2);
+        s.set_limit(&"m".into(), 2);
         assert_eq!(s.admit_next().unwrap().0.seq, 2);
     }
 
@@ -462,7 +462,7 @@ mod tests {
         assert!(s.admit_next().is_none());
         // The first connection agreed on HTTP/2: it carries 4 streams, one of them the
         // transfer already running, which now costs one stream too.
-        s.mark_multiplexed("h2", 1);
+        s.mark_multiplexed(&"h2".into(), 1);
         let streams = admit_all(&mut s);
         assert_eq!(streams, vec![(1, 1), (2, 1), (3, 1)]);
         assert_eq!(s.active(), 5);
@@ -480,7 +480,7 @@ mod tests {
     fn streams_spread_over_the_connections_a_slot_may_open() {
         let mut s = Scheduler::new(64, 8, 100);
         assert_eq!(s.streams_per_connection(), 1);
-        s.mark_multiplexed("a", 0);
+        s.mark_multiplexed(&"a".into(), 0);
         for seq in 0..20 {
             s.push(job(seq, 0, "a"));
         }
@@ -498,7 +498,7 @@ mod tests {
     fn the_total_counts_connections_not_streams() {
         // 1 connection in total, 8 per host, 3 streams per connection.
         let mut s = Scheduler::new(1, 8, 3);
-        s.mark_multiplexed("a", 0);
+        s.mark_multiplexed(&"a".into(), 0);
         for seq in 0..5 {
             s.push(job(seq, 0, "a"));
         }
@@ -517,7 +517,7 @@ mod tests {
         assert_eq!(s.next_wake(), Some(now));
         let due: Vec<u64> = s.take_due(now).iter().map(|j| j.seq).collect();
         assert_eq!(due, vec![2]);
-        s.cancel(1);
+        s.cancel(1, "a");
         assert_eq!(s.next_wake(), None);
     }
 }
