@@ -198,9 +198,10 @@ impl Engine {
         let now = Instant::now();
         let job = &mut self.downloads[key].job;
         if job.attempts().is_empty() {
-            job.deadline = time_limit(job.request(), &self.options).map(|limit| now + limit);
+            let deadline = time_limit(job.request(), &self.options).map(|limit| now + limit);
+            job.set_deadline(deadline);
         }
-        let time_left = job.deadline.map(|at| at.saturating_duration_since(now));
+        let time_left = job.deadline().map(|at| at.saturating_duration_since(now));
         if time_left.is_some_and(|left| left.is_zero()) {
             // It waited for a place past its time limit.
             self.scheduler.release(&job.slot, job.cost);

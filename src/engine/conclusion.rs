@@ -436,7 +436,7 @@ impl Engine {
         if let Some(at) = job.not_before(job.origin()) {
             start = start.max(at);
         }
-        if job.deadline.is_some_and(|deadline| start >= deadline) {
+        if job.deadline().is_some_and(|deadline| start >= deadline) {
             return self.out_of_time(key, Some(error));
         }
         self.enqueue_chosen(key, Some(start - now));

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::{Attempt, Download, Source};
 use crate::engine::packed::Packed;
@@ -33,9 +33,10 @@ pub(crate) struct Job {
     /// and a queued one should not carry four empty vectors).
     history: Option<Box<History>>,
     pub received_at: Instant,
-    /// When the download's time limit (`timeout`, `--max-time`) runs out, from the start
-    /// of its first attempt.
-    pub deadline: Option<Instant>,
+    /// When the download's time limit (`timeout`, `--max-time`) runs out, set at the start
+    /// of its first attempt: milliseconds after `received_at`, plus one (0: no limit). Four
+    /// bytes, not the sixteen of an `Option<Instant>`: every queued download has one.
+    deadline_ms: u32,
 }
 
 /// What the failed attempts of a download left.
@@ -93,8 +94,21 @@ impl Job {
             cost: 0,
             history: None,
             received_at: Instant::now(),
-            deadline: None,
+            deadline_ms: 0,
         }
+    }
+
+    /// When the download's time limit runs out, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        let ms = self.deadline_ms.checked_sub(1)?;
+        Some(self.received_at + Duration::from_millis(u64::from(ms)))
+    }
+
+    pub fn set_deadline(&mut self, at: Option<Instant>) {
+        self.deadline_ms = at.map_or(0, |at| {
+            let ms = at.saturating_duration_since(self.received_at).as_millis();
+            u32::try_from(ms).unwrap_or(u32::MAX - 1).min(u32::MAX - 1) + 1
+        });
     }
 
     pub fn id(&self) -> &str {
