@@ -17,9 +17,12 @@ use crate::config::Options;
 /// read, the placing worker's file, a partial's record. (Bodies whose hashing outlives their
 /// transfer count as transfers: see `Engine::admit`.)
 const RESERVE: u64 = 32;
-/// What one connection's worth of transfer may hold at most: its socket and its body's
-/// temporary file.
-const PER_CONNECTION: u64 = 2;
+/// What a transfer may hold besides its socket: its body's temporary file, and that file's
+/// directory (opened once and kept, so that the file is placed in the directory that was
+/// checked: `body::root`).
+const FILES_PER_TRANSFER: u64 = 2;
+/// What one connection's worth of transfer may hold at most: its socket and its files.
+const PER_CONNECTION: u64 = 1 + FILES_PER_TRANSFER;
 /// Set to `off`, the budget is not applied (descriptors are still raised): the tests use it
 /// to make the helper run out of descriptors for real.
 const SWITCH: &str = "FETCHMUX_FD_BUDGET";
@@ -77,10 +80,11 @@ pub(crate) fn plan(limit: u64, open: u64, asked: &Plan) -> Plan {
         .unwrap_or(u32::MAX)
         .max(1);
     let max_parallel = asked.max_parallel.min(connections);
-    // The sockets take at most `max_parallel`; each transfer may hold one file besides.
-    let max_transfers = usize::try_from(left.saturating_sub(u64::from(max_parallel)))
-        .unwrap_or(usize::MAX)
-        .max(max_parallel as usize);
+    // The sockets take at most `max_parallel`; each transfer may hold its files besides.
+    let max_transfers =
+        usize::try_from(left.saturating_sub(u64::from(max_parallel)) / FILES_PER_TRANSFER)
+            .unwrap_or(usize::MAX)
+            .max(max_parallel as usize);
     Plan {
         max_parallel,
         max_per_host: asked.max_per_host.min(connections),
@@ -210,12 +214,13 @@ mod tests {
 
     #[test]
     fn connections_and_files_fit_in_what_is_left() {
-        // 64 − 3 open − 32 reserved = 29 left: 14 connections, and files for 15 transfers.
+        // 64 − 3 open − 32 reserved = 29 left: 9 connections of 3, and files (a body and
+        // its directory) for 10 transfers in the 20 the sockets leave.
         let plan = plan(64, 3, &asked(200));
-        assert_eq!((plan.max_parallel, plan.max_per_host), (14, 14));
+        assert_eq!((plan.max_parallel, plan.max_per_host), (9, 9));
         assert_eq!(plan.max_per_mirror, 4);
-        assert_eq!(plan.max_transfers, 15);
-        assert!(2 * u64::from(plan.max_parallel) + 3 + RESERVE <= 64);
+        assert_eq!(plan.max_transfers, 10);
+        assert!(3 * u64::from(plan.max_parallel) + 3 + RESERVE <= 64);
     }
 
     #[test]
@@ -232,8 +237,8 @@ mod tests {
             hard: 64,
         };
         let line = explain(&limit, &asked(200), &plan(64, 3, &asked(200))).unwrap();
-        assert!(line.contains("--max-parallel 14 instead of 200"), "{line}");
-        assert!(line.contains("--max-per-host 14 instead of 200"), "{line}");
+        assert!(line.contains("--max-parallel 9 instead of 200"), "{line}");
+        assert!(line.contains("--max-per-host 9 instead of 200"), "{line}");
         assert!(!line.contains("--max-per-mirror"), "{line}");
         assert!(
             line.contains("hard limit") && line.contains("ulimit -n"),
