@@ -9,6 +9,14 @@ fn main() {
         Ok(options) => options,
         Err(err) => {
             let _ = err.print();
+            if err.kind() == clap::error::ErrorKind::InvalidSubcommand
+                && std::env::args().skip(1).any(|arg| arg.contains("://"))
+            {
+                eprintln!(
+                    "\nfetchmux reads its requests on stdin; to download URLs from a \
+                     terminal, run: fetchmux get URL..."
+                );
+            }
             // --help and --version are not errors; a bad command line is status 2.
             std::process::exit(if err.use_stderr() { 2 } else { 0 });
         }

@@ -531,6 +531,18 @@ fn bad_names_and_lists_stop_everything_before_the_first_byte() {
 }
 
 #[test]
+fn a_url_without_get_is_refused_with_the_way_to_download_it() {
+    let out = Command::new(binary())
+        .arg("http://127.0.0.1:1/x.rpm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("fetchmux get URL..."), "{stderr}");
+}
+
+#[test]
 fn help_says_what_it_is_and_where_to_read_more() {
     let out = Command::new(binary()).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
