@@ -158,7 +158,7 @@ else:
         front_scenario("P", "apt", 300),
         front_scenario("U", "urlgrabber", 300),
         dict(name="M", kind="memory", delay=False, tls=False, runs=RUNS_M,
-             cases=[(10_000, "queued", 24), (100_000, "queued", 64), (100_000, "retry", 64)]),
+             cases=[(10_000, "queued", 24), (100_000, "queued", 64), (100_000, "retry", None)]),
     ]
 TARGETS = {"A": 0.8, "B": 1.0, "C": 1.0, "L2": 0.8, "P": 0.5, "U": 0.5}
 
@@ -710,7 +710,9 @@ def memory_section(rows, scenarios):
              "answers (one transfer hangs, the others wait in the queue); *waiting for a "
              "retry* is N downloads each answered 503 with `Retry-After: 600` by nginx, all on "
              "their retry timers. Then SIGTERM: each run must end with `bye`, N `aborted` "
-             "failures and nothing on disk. bench/memory.py makes both.", "",
+             "failures and nothing on disk. bench/memory.py makes both. The targets are "
+             "issue 13's, for queued downloads; the retry case has none and is shown to "
+             "compare (issue 13 measured 216 MiB for it before).", "",
              "| case | N | ok runs | median peak RSS MiB (min–max) | peak ÷ N | target |",
              "|---|---|---|---|---|---|"]
     verdicts = []
