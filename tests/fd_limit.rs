@@ -133,18 +133,23 @@ fn lowered_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn a_low_soft_limit_is_raised_and_the_limits_fit_what_remains() {
-    let s = setup();
-    let (run, stderr) = run_limited(&s, 64, 256, &[]);
-    assert_all_done(&s, &run);
-    let lines = lowered_lines(&stderr);
+/// The line stderr has about descriptors, asserting that there is exactly one.
+fn the_one_line_about_descriptors(stderr: &str) -> &str {
+    let lines = lowered_lines(stderr);
     assert_eq!(
         lines.len(),
         1,
         "one line on stderr about descriptors: {stderr}"
     );
-    let line = lines[0];
+    lines[0]
+}
+
+#[test]
+fn a_low_soft_limit_is_raised_and_the_limits_fit_what_remains() {
+    let s = setup();
+    let (run, stderr) = run_limited(&s, 64, 256, &[]);
+    assert_all_done(&s, &run);
+    let line = the_one_line_about_descriptors(&stderr);
     // What was asked, what is used, why, and how to raise it.
     for part in [
         "instead of 200",
@@ -160,13 +165,7 @@ fn a_low_hard_limit_lowers_the_limits_and_every_download_completes() {
     let s = setup();
     let (run, stderr) = run_limited(&s, 64, 64, &[]);
     assert_all_done(&s, &run);
-    let lines = lowered_lines(&stderr);
-    assert_eq!(
-        lines.len(),
-        1,
-        "one line on stderr about descriptors: {stderr}"
-    );
-    let line = lines[0];
+    let line = the_one_line_about_descriptors(&stderr);
     for part in [
         "--max-parallel",
         "instead of 200",

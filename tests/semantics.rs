@@ -636,36 +636,17 @@ fn passwords_in_urls_never_leave_the_process() {
             &wanted,
         ));
     }
-    let mut text = String::new();
-    for request in &requests {
-        text.push_str(&format!("{request}\n"));
-    }
-    let mut child = std::process::Command::new(client::binary())
-        .args(["--retries", "1", "--max-parallel", "1"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (run, stderr) =
+        client::run_capturing(&["--retries", "1", "--max-parallel", "1"], &requests);
     for secret in ["s3cretA", "s3cretB", "s3cretC", "s3cretD"] {
-        for line in stdout.lines().chain(stderr.lines()) {
+        for event in &run.events {
+            let line = event.to_string();
+            assert!(!line.contains(secret), "{secret} printed: {line}");
+        }
+        for line in stderr.lines() {
             assert!(!line.contains(secret), "{secret} printed: {line}");
         }
     }
-    let events: Vec<Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    events.iter().for_each(client::assert_schema);
-    let run = client::Run { events, status: 0 };
 
     let shown_a = with("alice:***", server.url("/files/ok.bin"));
     assert_eq!(run.done("a")["url"], shown_a);
@@ -1078,32 +1059,14 @@ fn a_mirror_limit_above_max_per_host_is_lowered_to_it_and_said() {
     let body = bytes(43, 2_000);
     server.add_file("w.bin", body.clone());
     let dir = tempfile::tempdir().unwrap();
-    let mut text = format!(
-        "{}\n",
-        json!({"op": "mirrors", "set": "s", "urls": [server.url("/delay/300/")],
-               "max_per_mirror": 6})
-    );
+    let mut requests = vec![json!({"op": "mirrors", "set": "s",
+                                   "urls": [server.url("/delay/300/")], "max_per_mirror": 6})];
     for i in 0..6 {
         let dest = dir.path().join(format!("w{i}"));
-        let request = from_mirror(&format!("w{i}"), "s", "w.bin", &dest, &body);
-        text.push_str(&format!("{request}\n"));
+        requests.push(from_mirror(&format!("w{i}"), "s", "w.bin", &dest, &body));
     }
-    let mut child = std::process::Command::new(client::binary())
-        .args(["--max-per-host", "2"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stdout.matches(r#""event":"done""#).count(), 6, "{stdout}");
+    let (run, stderr) = client::run_capturing(&["--max-per-host", "2"], &requests);
+    assert_eq!(run.of("done").len(), 6, "{:?}", run.events);
     assert!(
         server.peak_connections() <= 2,
         "{}",

@@ -284,6 +284,34 @@ impl Drop for Helper {
     }
 }
 
+/// Run the helper over `requests` (written at once, stdin closed after them) and return
+/// everything it wrote: the events (each checked against the schema) and stderr.
+pub fn run_capturing(args: &[&str], requests: &[Value]) -> (Run, String) {
+    let text: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning fetchmux");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let events: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    events.iter().for_each(assert_schema);
+    let status = output.status.code().unwrap_or(-1);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (Run { events, status }, stderr)
+}
+
 /// Run the helper over `requests` (stdin closed after them) and collect everything.
 pub fn run(args: &[&str], requests: &[Value]) -> Run {
     run_env(args, &[], requests)

@@ -7,7 +7,7 @@
 //! `openssl passwd -apr1`).
 //! `agents.log` has each request's protocol and User-Agent.
 
-use std::net::TcpListener;
+use super::{free_port, is_root};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,15 +21,6 @@ pub struct Nginx {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub https_port: u16,
-}
-
-/// A free port on 127.0.0.1 (released at once; nginx binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn nginx_binary() -> PathBuf {
@@ -76,7 +67,7 @@ impl Nginx {
         let (http_port, https_port) = (free_port(), free_port());
         // Running as root (CI), workers would drop to nobody and could not read a private
         // temporary directory: keep them as the current user.
-        let user = if unsafe_is_root() { "user root;" } else { "" };
+        let user = if is_root() { "user root;" } else { "" };
         // One process (no master): killing it at the end leaves no orphaned worker behind.
         let conf = format!(
             r#"{user}
@@ -260,16 +251,6 @@ impl Nginx {
             })
             .collect()
     }
-}
-
-fn unsafe_is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::fs::metadata("/proc/self")
-            .map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                m.uid() == 0
-            })
-            .unwrap_or(false)
 }
 
 impl Drop for Nginx {

@@ -2,6 +2,7 @@
 //! tinyproxy (an HTTP forward proxy: plain requests and CONNECT tunnels, optionally with
 //! basic authentication) and microsocks (SOCKS5).
 
+use super::{free_port, is_root};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,14 +13,6 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
     pub port: u16,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -109,11 +102,6 @@ impl Proxy {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 impl Drop for Proxy {

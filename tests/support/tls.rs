@@ -3,6 +3,7 @@
 //! certificate and one for another host name. nginx logs, per request, the port it came to
 //! and the client certificate's subject, so a test can see which certificate rode where.
 
+use super::{free_port, is_root};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,14 +191,6 @@ pub struct TlsNginx {
     pub http: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl TlsNginx {
     pub fn start(root: &Path, pki: &Pki) -> TlsNginx {
         let dir = tempfile::tempdir().unwrap();
@@ -323,11 +316,6 @@ http {{
             })
             .collect()
     }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 impl Drop for TlsNginx {
