@@ -65,18 +65,10 @@ impl Nginx {
         let hashed = String::from_utf8(hashed.stdout).unwrap();
         std::fs::write(d.join("htpasswd"), format!("{USER}:{}\n", hashed.trim())).unwrap();
         let (http_port, https_port) = (free_port(), free_port());
-        // Running as root (CI), workers would drop to nobody and could not read a private
-        // temporary directory: keep them as the current user.
-        let user = if is_root() { "user root;" } else { "" };
-        // One process (no master): killing it at the end leaves no orphaned worker behind.
+        let head = conf_head(&d.display().to_string(), "warn", 1024);
+        let temp_paths = conf_temp_paths(&d.display().to_string());
         let conf = format!(
-            r#"{user}
-worker_processes 1;
-daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
+            r#"{head}
 http {{
     log_format fm '$connection $server_protocol $status $request_uri';
     access_log {d}/access.log fm;
@@ -86,11 +78,7 @@ http {{
     access_log {d}/auth.log auth;
     log_format agents '$server_protocol|$http_user_agent';
     access_log {d}/agents.log agents;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    {temp_paths}
     sendfile on;
     keepalive_requests 100000;
     default_type application/octet-stream;
@@ -258,4 +246,28 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The start of an nginx configuration for a test: one process (no master, so killing it
+/// leaves no orphaned worker), in the foreground, its pid and error log in `d`; run as root
+/// (CI) it keeps the current user, which can read the tests' private temporary directories.
+pub fn conf_head(d: &str, error_level: &str, worker_connections: u32) -> String {
+    let user = if is_root() { "user root;" } else { "" };
+    format!(
+        "{user}\nworker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log {error_level};\nevents {{ worker_connections {worker_connections}; }}"
+    )
+}
+
+/// Every temporary path nginx may want, inside `d` (the defaults are not writable here).
+pub fn conf_temp_paths(d: &str) -> String {
+    [
+        ("client_body", "body"),
+        ("proxy", "proxy"),
+        ("fastcgi", "fastcgi"),
+        ("uwsgi", "uwsgi"),
+        ("scgi", "scgi"),
+    ]
+    .map(|(what, dir)| format!("{what}_temp_path {d}/{dir};"))
+    .join("\n    ")
 }

@@ -3,7 +3,7 @@
 //! certificate and one for another host name. nginx logs, per request, the port it came to
 //! and the client certificate's subject, so a test can see which certificate rode where.
 
-use super::{free_port, is_root};
+use super::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -203,26 +203,17 @@ impl TlsNginx {
             free_port(),
             free_port(),
         );
-        let user = if is_root() { "user root;" } else { "" };
+        let head = super::nginx::conf_head(&d, "info", 256);
+        let temp_paths = super::nginx::conf_temp_paths(&d);
         let private = r#"location /private/ {
             if ($ssl_client_verify != SUCCESS) { return 403; }
         }"#;
         let conf = format!(
-            r#"{user}
-worker_processes 1;
-daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 256; }}
+            r#"{head}
 http {{
     log_format tls '$server_port|$ssl_client_s_dn|$status|$request_uri|$server_protocol';
     access_log {d}/access.log tls;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    {temp_paths}
     default_type application/octet-stream;
     root {root};
     server {{
